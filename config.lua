@@ -1,0 +1,51 @@
+-- shelfsync configuration. Every key can be overridden by the environment as
+-- SHELFSYNC_<UPPER_SNAKE> (lists as comma-separated values, booleans as 1/0);
+-- database_url also answers to DATABASE_URL. Empty strings mean "not set".
+return {
+  -- HTTP
+  listen = "127.0.0.1:8080",
+  workers = 0,                    -- 0: 2 x cores
+  connection_limit = 1000,
+  connection_timeout_s = 30,
+  max_body_bytes = 1048576,       -- every route but the import (a gzip body: after inflating too)
+  max_import_bytes = 67108864,    -- POST /api/sync/import
+  shutdown_grace_s = 20,          -- SIGTERM: how long in-flight requests may take to finish
+  cors_origins = {},              -- e.g. {"chrome-extension://abcdef...", "https://app.example"}
+  log_level = "info",
+
+  -- Lua
+  instruction_limit = 200000000,  -- VM instructions one request may run before it is stopped
+
+  -- PostgreSQL
+  database_url = "",              -- empty: the embedded cluster under var/ (make run / make test)
+  statement_timeout_ms = 15000,
+  migrate_on_start = true,
+
+  -- Secrets and identity
+  secret = "",                    -- required outside local mode; signs sync tokens and cookies
+  public_url = "http://127.0.0.1:8080",
+  local_mode = false,             -- set by `make run` / `make test`: embedded database, generated secret
+
+  -- Sign-in
+  dev_login = false,              -- POST /auth/dev/login; `make run` turns it on when no Google client is set
+  google_client_id = "",
+  google_client_secret = "",
+  oidc_discovery_url = "https://accounts.google.com/.well-known/openid-configuration",
+  oidc_issuers = {"https://accounts.google.com", "accounts.google.com"},
+  http_connect_timeout_ms = 3000,
+  http_timeout_ms = 10000,
+  session_ttl_days = 30,
+
+  -- Sync
+  audible_library_url = "https://www.audible.com/library/titles",
+  sync_token_ttl_s = 900,
+  sync_max_unused_tokens = 10,
+  sync_max_titles = 100000,
+  sync_warning_cap = 100,
+
+  -- Housekeeping
+  cleanup_interval_s = 3600,      -- expired tokens and sessions
+
+  -- Operators
+  metrics_token = "",             -- GET /metrics needs "Authorization: Bearer <token>"; empty: loopback only
+}

@@ -1,0 +1,43 @@
+/*
+** conf: the one configuration, read from config.lua and overridden by the environment.
+** Every key of config.lua can be overridden by SHELFSYNC_<UPPER_SNAKE>; a few keys also
+** answer to the names DESIGN.md fixes (DATABASE_URL, SHELFSYNC_LISTEN, ...).
+*/
+#ifndef SHELFSYNC_CONF_H
+#define SHELFSYNC_CONF_H
+
+#include <stddef.h>
+
+struct conf {
+    char listen_host[64];
+    int listen_port;
+    int workers;
+    int connection_limit;
+    int connection_timeout_s;
+    size_t max_body_bytes;        /* every route but the import */
+    size_t max_import_bytes;      /* POST /api/sync/import; limits apply after inflating too */
+    long instruction_limit;       /* Lua VM instructions per request */
+    int statement_timeout_ms;
+    int shutdown_grace_s;
+    int cleanup_interval_s;
+    int migrate_on_start;
+    int local_mode;
+    int dev_login;
+    char *database_url;           /* owned */
+    char *secret;                 /* owned */
+    char *public_url;             /* owned */
+    char *root;                   /* owned: folder holding lua/, routes/, sql/ */
+    char *log_level;              /* owned */
+    char *json;                   /* owned: the whole resolved table as JSON, for host.config */
+};
+
+/*
+** Load config from `path` (NULL: <root>/config.lua), apply env overrides, resolve the secret
+** (generated once under var/ in local mode) and check what the server needs.
+** Returns 0 and fills *c (release with conf_free), or -1 with a message in err.
+*/
+#define CONF_NO_SECRET 1   /* flags: a command that signs nothing (check, migrate) */
+int conf_load(struct conf *c, const char *path, int flags, char *err, size_t errlen);
+void conf_free(struct conf *c);
+
+#endif

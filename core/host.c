@@ -1,0 +1,102 @@
+/*
+** host.c: assembles the `host` table that Lua code sees.
+*/
+#include "host.h"
+
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "reload.h"
+#include "vm.h"
+
+/* host.log(level, message): level is "debug" | "info" | "warn" | "error". */
+static int l_log(lua_State *L)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error", NULL};
+    int lvl = luaL_checkoption(L, 1, NULL, names);
+    log_msg((enum log_level)lvl, "%s", luaL_checkstring(L, 2));
+    return 0;
+}
+
+/* host.traceback(err): for xpcall; tables (intentional errors) pass through unchanged. */
+static int l_traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL)
+        return 1;
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* host.routes_status() -> {generation = n, lastError = "file:line: msg" | nil} */
+static int l_routes_status(lua_State *L)
+{
+    char err[1024];
+    reload_last_error(err, sizeof err);
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, (lua_Integer)reload_generation());
+    lua_setfield(L, -2, "generation");
+    if (*err) {
+        lua_pushstring(L, err);
+        lua_setfield(L, -2, "lastError");
+    }
+    return 1;
+}
+
+/* host.now_ms(): wall clock in milliseconds; host.clock_ms(): monotonic, for durations. */
+static int push_clock(lua_State *L, clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    return 1;
+}
+
+static int l_now_ms(lua_State *L) { return push_clock(L, CLOCK_REALTIME); }
+static int l_clock_ms(lua_State *L) { return push_clock(L, CLOCK_MONOTONIC); }
+
+static void set_binding(lua_State *L, const char *name, int (*open)(lua_State *))
+{
+    if (!open)
+        return;
+    open(L);
+    lua_setfield(L, -2, name);
+}
+
+/* Bindings are linked in by their own files; weak so the host builds while one is missing. */
+#pragma weak crypto_luaopen
+#pragma weak pg_luaopen
+#pragma weak jwt_luaopen
+#pragma weak httpc_luaopen
+
+void host_push(lua_State *L, const char *config_json)
+{
+    luaL_newmetatable(L, VM_ARRAY_MT);
+    lua_pop(L, 1);
+    lua_newtable(L);
+    set_binding(L, "json", json_luaopen);
+    set_binding(L, "crypto", crypto_luaopen);
+    set_binding(L, "pg", pg_luaopen);
+    set_binding(L, "jwt", jwt_luaopen);
+    set_binding(L, "http", httpc_luaopen);
+    set_binding(L, "gzip", gzip_luaopen);
+    luaL_getmetatable(L, VM_ARRAY_MT);
+    lua_setfield(L, -2, "array_mt");
+
+    static const luaL_Reg funcs[] = {
+        {"log", l_log},         {"traceback", l_traceback}, {"routes_status", l_routes_status},
+        {"now_ms", l_now_ms},   {"clock_ms", l_clock_ms},   {NULL, NULL}};
+    luaL_setfuncs(L, funcs, 0);
+
+    if (config_json) {
+        lua_getfield(L, -1, "json");
+        lua_getfield(L, -1, "decode");
+        lua_pushstring(L, config_json);
+        lua_call(L, 1, 1);              /* produced by cjson itself: cannot fail */
+        lua_setfield(L, -3, "config");
+        lua_pop(L, 1);
+    }
+}

@@ -1,0 +1,563 @@
+/*
+** http_server.c: libmicrohttpd front end; see http_server.h for the shape.
+*/
+#include "http_server.h"
+
+#include <arpa/inet.h>
+#include <lauxlib.h>
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "gzip.h"
+#include "log.h"
+#include "vm.h"
+#include "worker.h"
+
+#define GZIP_MIN_BYTES 1024
+/* A body over its limit is read and dropped up to this many times the limit, so the
+   client can be told 413; past that the connection is cut. */
+#define DRAIN_FACTOR 4
+
+struct http_server {
+    const struct conf *conf;
+    struct worker_pool *pool;
+    struct MHD_Daemon *daemon;
+    atomic_int inflight;
+    int port;
+};
+
+struct kv {
+    char *key, *val;
+};
+
+struct kvlist {
+    struct kv *items;
+    size_t n, cap;
+};
+
+/* One request, from the first callback to MHD's "completed" notification. */
+struct request {
+    struct job job;                 /* first: the worker pool queues &req->job */
+    struct http_server *srv;
+    struct MHD_Connection *conn;
+    char method[16];
+    char *path;
+    char request_id[65];
+    char remote[INET6_ADDRSTRLEN];
+    struct kvlist headers, query, cookies;
+    char *body;
+    size_t len, cap, limit, seen;
+    int too_large, dispatched;
+    struct MHD_Response *resp;      /* built by the worker */
+    int status;
+    size_t resp_bytes;
+    struct timespec t0;
+};
+
+/* ---- small helpers ---- */
+
+static int kv_add(struct kvlist *l, const char *key, const char *val)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        struct kv *items = realloc(l->items, cap * sizeof *items);
+        if (!items)
+            return -1;
+        l->items = items;
+        l->cap = cap;
+    }
+    l->items[l->n].key = strdup(key ? key : "");
+    l->items[l->n].val = strdup(val ? val : "");
+    if (!l->items[l->n].key || !l->items[l->n].val) {
+        free(l->items[l->n].key);
+        free(l->items[l->n].val);
+        return -1;
+    }
+    l->n++;
+    return 0;
+}
+
+static void kv_free(struct kvlist *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->items[i].key);
+        free(l->items[i].val);
+    }
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+static enum MHD_Result collect(void *cls, enum MHD_ValueKind kind, const char *key, const char *val)
+{
+    (void)kind;
+    return kv_add(cls, key, val) == 0 ? MHD_YES : MHD_NO;
+}
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static int valid_request_id(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (n >= 64 || !((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') ||
+                         (s[n] >= '0' && s[n] <= '9') || s[n] == '-' || s[n] == '_' || s[n] == '.'))
+            return 0;
+    return n > 0;
+}
+
+static void set_request_id(struct request *r)
+{
+    const char *given = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-Id");
+    if (given && valid_request_id(given)) {
+        snprintf(r->request_id, sizeof r->request_id, "%s", given);
+        return;
+    }
+    unsigned char raw[12];
+    if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
+        memset(raw, 0, sizeof raw);
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(r->request_id + 2 * i, 3, "%02x", raw[i]);
+}
+
+static void set_remote(struct request *r)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    r->remote[0] = '\0';
+    if (!ci || !ci->client_addr)
+        return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, r->remote, sizeof r->remote);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, r->remote, sizeof r->remote);
+}
+
+/* A JSON error built in C, for failures that never reach Lua. */
+static struct MHD_Response *error_response(const struct request *r, const char *code, const char *msg)
+{
+    char body[1024];
+    int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"message\":\"%s\",\"details\":[],\"requestId\":\"%s\"}",
+                     code, msg, r->request_id);
+    struct MHD_Response *resp = MHD_create_response_from_buffer((size_t)n, body, MHD_RESPMEM_MUST_COPY);
+    if (resp) {
+        MHD_add_response_header(resp, "Content-Type", "application/json");
+        MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+        MHD_add_response_header(resp, "Cache-Control", "no-store");
+    }
+    return resp;
+}
+
+static enum MHD_Result send_error(struct request *r, int status, const char *code, const char *msg)
+{
+    struct MHD_Response *resp = error_response(r, code, msg);
+    if (!resp)
+        return MHD_NO;
+    r->status = status;
+    enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return ok;
+}
+
+/* ---- Lua side (runs on a worker) ---- */
+
+static void push_kv(lua_State *L, const struct kvlist *l, int lower)
+{
+    lua_createtable(L, 0, (int)l->n);
+    for (size_t i = 0; i < l->n; i++) {
+        if (lower) {
+            char name[256];
+            size_t k = 0;
+            for (; l->items[i].key[k] && k + 1 < sizeof name; k++)
+                name[k] = (char)((l->items[i].key[k] >= 'A' && l->items[i].key[k] <= 'Z')
+                                 ? l->items[i].key[k] + 32 : l->items[i].key[k]);
+            name[k] = '\0';
+            lua_pushstring(L, name);
+        } else {
+            lua_pushstring(L, l->items[i].key);
+        }
+        lua_pushstring(L, l->items[i].val);
+        lua_rawset(L, -3);
+    }
+}
+
+/* Pushes the req table (see doc/ARCHITECTURE.md); the body buffer is released after copy. */
+static void push_request(lua_State *L, struct request *r)
+{
+    lua_createtable(L, 0, 10);
+    lua_pushstring(L, r->method);
+    lua_setfield(L, -2, "method");
+    lua_pushstring(L, r->path);
+    lua_setfield(L, -2, "path");
+    push_kv(L, &r->query, 0);
+    lua_setfield(L, -2, "query");
+    push_kv(L, &r->headers, 1);
+    lua_setfield(L, -2, "headers");
+    push_kv(L, &r->cookies, 0);
+    lua_setfield(L, -2, "cookies");
+    lua_pushlstring(L, r->body ? r->body : "", r->len);
+    lua_setfield(L, -2, "body");
+    free(r->body);
+    r->body = NULL;
+    r->len = r->cap = 0;
+    lua_pushstring(L, r->remote);
+    lua_setfield(L, -2, "remote_addr");
+    lua_pushstring(L, r->request_id);
+    lua_setfield(L, -2, "request_id");
+}
+
+static int accepts_gzip(const struct request *r)
+{
+    for (size_t i = 0; i < r->headers.n; i++)
+        if (!strcasecmp(r->headers.items[i].key, "Accept-Encoding"))
+            return strstr(r->headers.items[i].val, "gzip") != NULL;
+    return 0;
+}
+
+static int compressible(const char *ctype)
+{
+    return ctype && (strstr(ctype, "json") || !strncmp(ctype, "text/", 5) || strstr(ctype, "javascript"));
+}
+
+/* Adds resp.headers (string values, or arrays of strings for repeated headers). */
+static void add_headers(lua_State *L, struct MHD_Response *resp, int idx)
+{
+    lua_getfield(L, idx, "headers");
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            const char *name = lua_tostring(L, -2);
+            if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TTABLE) {
+                lua_Integer n = luaL_len(L, -1);
+                for (lua_Integer i = 1; i <= n; i++) {
+                    lua_rawgeti(L, -1, i);
+                    if (lua_type(L, -1) == LUA_TSTRING)
+                        MHD_add_response_header(resp, name, lua_tostring(L, -1));
+                    lua_pop(L, 1);
+                }
+            } else if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+                MHD_add_response_header(resp, name, lua_tostring(L, -1));
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
+/* Turns the resp table at the top of L into an MHD response (gzip'd when it pays). */
+static struct MHD_Response *build_response(lua_State *L, struct request *r)
+{
+    int idx = lua_gettop(L);
+    lua_getfield(L, idx, "status");
+    lua_Integer status = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 500;
+    lua_pop(L, 1);
+    r->status = (status >= 100 && status <= 599) ? (int)status : 500;
+
+    size_t len = 0;
+    lua_getfield(L, idx, "body");
+    const char *body = lua_isstring(L, -1) ? lua_tolstring(L, -1, &len) : "";
+    lua_getfield(L, idx, "headers");
+    const char *ctype = NULL, *cenc = NULL;
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "Content-Type");
+        ctype = lua_tostring(L, -1);
+        lua_getfield(L, -2, "Content-Encoding");
+        cenc = lua_tostring(L, -1);
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+
+    struct MHD_Response *resp = NULL;
+    int zipped = 0;
+    char *gz = NULL;
+    size_t gzlen = 0;
+    if (len >= GZIP_MIN_BYTES && !cenc && compressible(ctype) && accepts_gzip(r) &&
+        gzip_deflate(body, len, &gz, &gzlen) == 0) {
+        resp = MHD_create_response_from_buffer(gzlen, gz, MHD_RESPMEM_MUST_FREE);
+        if (!resp)
+            free(gz);
+        zipped = 1;
+        r->resp_bytes = gzlen;
+    } else {
+        resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+        r->resp_bytes = len;
+    }
+    lua_pop(L, 1);                      /* body */
+    if (!resp)
+        return NULL;
+    add_headers(L, resp, idx);
+    if (zipped)
+        MHD_add_response_header(resp, "Content-Encoding", "gzip");
+    if (compressible(ctype))
+        MHD_add_response_header(resp, "Vary", "Accept-Encoding");
+    MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    return resp;
+}
+
+static void run_request(struct worker *w, struct job *job)
+{
+    struct request *r = (struct request *)job;
+    lua_State *L = w->L;
+    int top = lua_gettop(L);
+    char err[2048];
+    struct MHD_Response *resp = NULL;
+    if (vm_push_app_fn(L, "handle") == 0) {
+        push_request(L, r);
+        if (vm_call(L, 1, 1, err, sizeof err) == LUA_OK && lua_istable(L, -1))
+            resp = build_response(L, r);
+        else
+            log_error("request %s %s %s failed in Lua: %s", r->request_id, r->method, r->path,
+                      lua_isstring(L, -1) ? err : "handle() returned no response table");
+    }
+    lua_settop(L, top);
+    lua_gc(L, LUA_GCSTEP, 0);
+    if (!resp) {
+        r->status = 500;
+        resp = error_response(r, "internal_error", "the server failed to handle this request");
+    }
+    r->resp = resp;
+    MHD_resume_connection(r->conn);
+}
+
+/* ---- MHD callbacks (polling thread) ---- */
+
+static size_t limit_for(const struct conf *c, const char *method, const char *path)
+{
+    if (!strcmp(method, "POST") && !strcmp(path, "/api/sync/import"))
+        return c->max_import_bytes;
+    return c->max_body_bytes;
+}
+
+static struct request *request_new(struct http_server *s, struct MHD_Connection *conn,
+                                   const char *method, const char *url)
+{
+    struct request *r = calloc(1, sizeof *r);
+    if (!r || !(r->path = strdup(url))) {
+        free(r);
+        return NULL;
+    }
+    r->srv = s;
+    r->conn = conn;
+    r->job.run = run_request;
+    snprintf(r->method, sizeof r->method, "%s", method);
+    clock_gettime(CLOCK_MONOTONIC, &r->t0);
+    set_request_id(r);
+    set_remote(r);
+    r->limit = limit_for(s->conf, r->method, r->path);
+    atomic_fetch_add(&s->inflight, 1);
+    return r;
+}
+
+static int append_body(struct request *r, const char *data, size_t n)
+{
+    r->seen += n;
+    if (r->too_large || r->len + n > r->limit) {
+        r->too_large = 1;
+        free(r->body);
+        r->body = NULL;
+        r->len = r->cap = 0;
+        return r->seen > r->limit * DRAIN_FACTOR ? -1 : 0;
+    }
+    if (r->len + n + 1 > r->cap) {
+        size_t cap = r->cap ? r->cap : 16384;
+        while (cap < r->len + n + 1)
+            cap *= 2;
+        char *grown = realloc(r->body, cap);
+        if (!grown)
+            return -1;
+        r->body = grown;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+    return 0;
+}
+
+/* Inflates a gzip body in place. Returns 0, or queues the error answer and returns -1. */
+static int inflate_body(struct request *r)
+{
+    const char *enc = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Encoding");
+    if (!enc || !*enc || !strcasecmp(enc, "identity"))
+        return 0;
+    if (strcasecmp(enc, "gzip") != 0) {
+        send_error(r, 415, "unsupported_encoding", "Content-Encoding must be gzip or identity");
+        return -1;
+    }
+    char *out;
+    size_t outlen;
+    int rc = gzip_inflate(r->body ? r->body : "", r->len, r->limit, &out, &outlen);
+    if (rc == GZIP_ERR_LIMIT) {
+        send_error(r, 413, "payload_too_large", "the inflated request body is over this route's limit");
+        return -1;
+    }
+    if (rc != 0) {
+        send_error(r, 400, "malformed_body", "the request body is not valid gzip");
+        return -1;
+    }
+    free(r->body);
+    r->body = out;
+    r->len = outlen;
+    r->cap = outlen + 1;
+    return 0;
+}
+
+static int collect_all(struct request *r)
+{
+    if (MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect, &r->headers) < 0 ||
+        MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect, &r->query) < 0 ||
+        MHD_get_connection_values(r->conn, MHD_COOKIE_KIND, collect, &r->cookies) < 0)
+        return -1;
+    return 0;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    struct http_server *s = cls;
+    struct request *r = *con_cls;
+    if (!r) {
+        if (!(r = request_new(s, conn, method, url)))
+            return MHD_NO;
+        *con_cls = r;
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > r->limit) {
+            r->too_large = 1;
+            return send_error(r, 413, "payload_too_large", "the request body is over this route's limit");
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        int rc = append_body(r, upload, *upload_size);
+        *upload_size = 0;
+        return rc == 0 ? MHD_YES : MHD_NO;
+    }
+    if (r->resp) {                      /* resumed: the worker has answered */
+        enum MHD_Result ok = MHD_queue_response(conn, (unsigned)r->status, r->resp);
+        MHD_destroy_response(r->resp);
+        r->resp = NULL;
+        return ok;
+    }
+    if (r->dispatched || r->status)
+        return MHD_YES;
+    if (r->too_large)
+        return send_error(r, 413, "payload_too_large", "the request body is over this route's limit");
+    if (inflate_body(r) < 0)
+        return MHD_YES;
+    if (collect_all(r) < 0)
+        return MHD_NO;
+    r->dispatched = 1;
+    MHD_suspend_connection(conn);
+    worker_pool_submit(s->pool, &r->job);
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    struct http_server *s = cls;
+    struct request *r = *con_cls;
+    if (!r)
+        return;
+    int status = r->status ? r->status : (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? 200 : 499);
+    log_request(r->request_id, r->method, r->path, status, ms_since(&r->t0), r->resp_bytes);
+    if (r->resp)
+        MHD_destroy_response(r->resp);
+    kv_free(&r->headers);
+    kv_free(&r->query);
+    kv_free(&r->cookies);
+    free(r->body);
+    free(r->path);
+    free(r);
+    *con_cls = NULL;
+    atomic_fetch_sub(&s->inflight, 1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n')
+        msg[--n] = '\0';
+    log_msg(LOG_DEBUG, "microhttpd: %s", msg);
+}
+
+struct http_server *http_server_start(const struct conf *c, struct worker_pool *pool,
+                                      char *err, size_t errlen)
+{
+    struct http_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->conf = c;
+    s->pool = pool;
+    struct sockaddr_in sin = {0};
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons((uint16_t)c->listen_port);
+    if (inet_pton(AF_INET, c->listen_host, &sin.sin_addr) != 1) {
+        snprintf(err, errlen, "listen host %s: expected an IPv4 address", c->listen_host);
+        free(s);
+        return NULL;
+    }
+    s->daemon = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
+            MHD_USE_ERROR_LOG,
+        (uint16_t)c->listen_port, NULL, NULL, on_request, s,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->connection_limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)c->connection_timeout_s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_END);
+    if (!s->daemon) {
+        snprintf(err, errlen, "cannot listen on %s:%d (in use?)", c->listen_host, c->listen_port);
+        free(s);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : c->listen_port;
+    return s;
+}
+
+int http_server_port(const struct http_server *s)
+{
+    return s->port;
+}
+
+void http_server_quiesce(struct http_server *s)
+{
+    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+int http_server_inflight(const struct http_server *s)
+{
+    return atomic_load(&s->inflight);
+}
+
+void http_server_stop(struct http_server *s)
+{
+    if (!s)
+        return;
+    MHD_stop_daemon(s->daemon);
+    free(s);
+}

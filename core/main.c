@@ -1,0 +1,250 @@
+/*
+** main.c: the shelfsync command line.
+**
+**   shelfsync serve [--config FILE]   run the HTTP server
+**   shelfsync migrate [--config FILE] apply sql/NNN_*.sql
+**   shelfsync check [--config FILE]   compile every Lua file; exit 1 with file:line on error
+**   shelfsync cleanup [--config FILE] delete expired tokens and sessions once
+**   shelfsync version
+*/
+#include <lauxlib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "http_server.h"
+#include "log.h"
+#include "migrate.h"
+#include "pg.h"
+#include "reload.h"
+#include "scripts.h"
+#include "vm.h"
+#include "worker.h"
+
+#define SHELFSYNC_VERSION "0.1.0"
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: shelfsync serve|migrate|check|cleanup|version [--config FILE]\n");
+    return 2;
+}
+
+static int load_conf(struct conf *c, const char *path, int flags)
+{
+    char err[1024];
+    if (conf_load(c, path, flags, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    log_set_level(c->log_level);
+    return 0;
+}
+
+static int run_migrations(const struct conf *c)
+{
+    char dir[4200], err[2048];
+    const char *env = getenv("SHELFSYNC_SQL_DIR");
+    snprintf(dir, sizeof dir, "%s", env ? env : "");
+    if (!env)
+        snprintf(dir, sizeof dir, "%s/sql", c->root);
+    if (!*c->database_url) {
+        log_error("no database: set DATABASE_URL (make run / make test start the embedded one)");
+        return -1;
+    }
+    if (migrate_run(c->database_url, dir, err, sizeof err) < 0) {
+        log_error("migration failed: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs app.cleanup() in L; used by `cleanup` and by the server's timer. */
+static int call_cleanup(lua_State *L)
+{
+    char err[2048];
+    if (vm_push_app_fn(L, "cleanup") < 0)
+        return 0;
+    if (vm_call(L, 0, 0, err, sizeof err) != LUA_OK) {
+        lua_pop(L, 1);
+        log_error("cleanup failed: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int cmd_cleanup(const struct conf *c)
+{
+    char err[2048];
+    struct scripts *s = scripts_load(c->root, err, sizeof err);
+    lua_State *L = s ? vm_new(c, s, err, sizeof err) : NULL;
+    scripts_unref(s);
+    if (!L) {
+        log_error("%s", err);
+        return 1;
+    }
+    struct pg_conn *pg = pg_conn_new(c->database_url, c->statement_timeout_ms);
+    pg_attach(L, pg);
+    int rc = call_cleanup(L);
+    vm_close(L);
+    pg_conn_free(pg);
+    return rc < 0 ? 1 : 0;
+}
+
+/* ---- serve ---- */
+
+struct cleanup_job {
+    struct job job;
+    volatile int busy;
+};
+
+static void run_cleanup_job(struct worker *w, struct job *job)
+{
+    call_cleanup(w->L);
+    ((struct cleanup_job *)job)->busy = 0;
+}
+
+static void write_port_file(int port)
+{
+    const char *path = getenv("SHELFSYNC_PORT_FILE");
+    if (!path)
+        return;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return;
+    fprintf(f, "%d\n", port);
+    fclose(f);
+    rename(tmp, path);
+}
+
+/* Signals are taken synchronously by the main thread; every other thread blocks them. */
+static void block_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static void drain_inflight(struct http_server *srv, int grace_s)
+{
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (http_server_inflight(srv) > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - start.tv_sec >= grace_s) {
+            log_warn("shutdown: %d request(s) still running after %d s", http_server_inflight(srv), grace_s);
+            break;
+        }
+        usleep(10000);
+    }
+}
+
+static int cmd_serve(struct conf *c)
+{
+    char err[2048];
+    sigset_t set;
+    block_signals(&set);
+    if (c->migrate_on_start && run_migrations(c) < 0)
+        return 1;
+    if (reload_start(c, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return 1;
+    }
+    struct worker_pool *pool = worker_pool_start(c, err, sizeof err);
+    if (!pool) {
+        log_error("cannot start: %s", err);
+        reload_stop();
+        return 1;
+    }
+    struct http_server *srv = http_server_start(c, pool, err, sizeof err);
+    if (!srv) {
+        log_error("%s", err);
+        worker_pool_stop(pool);
+        reload_stop();
+        return 1;
+    }
+    write_port_file(http_server_port(srv));
+    log_info("shelfsync %s listening on http://%s:%d with %d workers", SHELFSYNC_VERSION,
+             c->listen_host, http_server_port(srv), c->workers);
+
+    struct cleanup_job cleanup = {.job = {.run = run_cleanup_job}};
+    time_t next_cleanup = time(NULL) + c->cleanup_interval_s;
+    struct timespec tick = {1, 0};
+    for (;;) {
+        int sig = sigtimedwait(&set, NULL, &tick);
+        if (sig == SIGHUP) {
+            log_info("SIGHUP: reloading routes");
+            reload_request();
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            break;
+        }
+        if (c->cleanup_interval_s > 0 && time(NULL) >= next_cleanup && !cleanup.busy) {
+            cleanup.busy = 1;
+            worker_pool_submit(pool, &cleanup.job);
+            next_cleanup = time(NULL) + c->cleanup_interval_s;
+        }
+    }
+    log_info("shutting down: no new connections, finishing in-flight requests");
+    http_server_quiesce(srv);
+    drain_inflight(srv, c->shutdown_grace_s);
+    worker_pool_stop(pool);     /* answers anything still queued and resumes it */
+    http_server_stop(srv);
+    reload_stop();
+    log_info("stopped");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage();
+    const char *cmd = argv[1], *config = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            config = argv[++i];
+        else
+            return usage();
+    }
+    if (!strcmp(cmd, "version")) {
+        printf("shelfsync %s\n", SHELFSYNC_VERSION);
+        return 0;
+    }
+    struct conf c;
+    int rc;
+    if (!strcmp(cmd, "serve")) {
+        if (load_conf(&c, config, 0) < 0)
+            return 1;
+        rc = cmd_serve(&c);
+    } else if (!strcmp(cmd, "migrate")) {
+        if (load_conf(&c, config, CONF_NO_SECRET) < 0)
+            return 1;
+        rc = run_migrations(&c) < 0 ? 1 : 0;
+        if (rc == 0)
+            log_info("migrations applied");
+    } else if (!strcmp(cmd, "check")) {
+        char err[2048];
+        if (load_conf(&c, config, CONF_NO_SECRET) < 0)
+            return 1;
+        rc = vm_check(&c, err, sizeof err) < 0 ? 1 : 0;
+        if (rc)
+            fprintf(stderr, "%s\n", err);
+        else
+            printf("ok: lua/ and routes/ compile and load\n");
+    } else if (!strcmp(cmd, "cleanup")) {
+        if (load_conf(&c, config, CONF_NO_SECRET) < 0)
+            return 1;
+        rc = cmd_cleanup(&c);
+    } else {
+        return usage();
+    }
+    conf_free(&c);
+    return rc;
+}

@@ -1,0 +1,46 @@
+/*
+** vm: Lua states for operator scripts. A VM is a fresh lua_State holding a sandboxed
+** environment, the read-only `host` table and the framework loaded from lua/ and routes/.
+** Hot reload never patches a VM: it builds a new one and drops the old.
+*/
+#ifndef SHELFSYNC_VM_H
+#define SHELFSYNC_VM_H
+
+#include <lua.h>
+#include <stddef.h>
+
+struct conf;
+struct scripts;
+
+/*
+** Builds a VM from a snapshot of the scripts: sandbox, host table, require("app"),
+** app.init(). The VM takes its own reference to scripts. Returns the state (owned by the
+** caller, release with vm_close) or NULL with "file:line: message" in err.
+*/
+lua_State *vm_new(const struct conf *c, struct scripts *scripts, char *err, size_t errlen);
+void vm_close(lua_State *L);
+
+/*
+** The one entry into Lua: pcall of the function below nargs arguments with a traceback
+** handler and a fresh instruction budget. Returns LUA_OK with nres results pushed, or an
+** error status with the error value (a table for intentional errors, else a string with
+** its traceback) pushed and, for strings, copied into err.
+*/
+int vm_call(lua_State *L, int nargs, int nres, char *err, size_t errlen);
+
+/*
+** Pushes app.<name> for a call through vm_call. Returns 0, or -1 when the app has no such
+** function (nothing pushed).
+*/
+int vm_push_app_fn(lua_State *L, const char *name);
+
+/*
+** Compiles every .lua file under root/lua and root/routes (text only, not run) and then
+** builds a full VM from them. Returns 0, or -1 with "file:line: message" in err.
+*/
+int vm_check(const struct conf *c, char *err, size_t errlen);
+
+/* The registry name of the metatable that marks a Lua table as a JSON array. */
+#define VM_ARRAY_MT "shelfsync.array"
+
+#endif

@@ -1,0 +1,164 @@
+/*
+** worker.c: the Lua worker pool.
+*/
+#include "worker.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "conf.h"
+#include "log.h"
+#include "pg.h"
+#include "reload.h"
+#include "scripts.h"
+#include "vm.h"
+
+struct worker_pool {
+    const struct conf *conf;
+    pthread_mutex_t lock;
+    pthread_cond_t ready;
+    struct job *head, *tail;
+    int stopping;
+    int n;
+    struct worker *workers;
+    pthread_t *threads;
+};
+
+/* At a job boundary: swap in a VM built from the newest published snapshot. */
+static void refresh_vm(struct worker_pool *p, struct worker *w)
+{
+    if (reload_generation() == w->generation)
+        return;
+    struct scripts *s = reload_current();
+    if (!s)
+        return;
+    char err[1024];
+    lua_State *L = s->generation == w->generation ? NULL : vm_new(p->conf, s, err, sizeof err);
+    if (L) {
+        pg_attach(L, w->pg);
+        vm_close(w->L);
+        w->L = L;
+    } else if (s->generation != w->generation) {
+        log_error("worker %d keeps generation %lu: %s", w->id, w->generation, err);
+    }
+    w->generation = s->generation;
+    scripts_unref(s);
+}
+
+struct worker_arg {
+    struct worker_pool *pool;
+    struct worker *w;
+};
+
+static void *run(void *arg)
+{
+    struct worker_pool *p = ((struct worker_arg *)arg)->pool;
+    struct worker *w = ((struct worker_arg *)arg)->w;
+    free(arg);
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        while (!p->head && !p->stopping)
+            pthread_cond_wait(&p->ready, &p->lock);
+        struct job *job = p->head;
+        if (!job) {                      /* stopping and drained */
+            pthread_mutex_unlock(&p->lock);
+            return NULL;
+        }
+        p->head = job->next;
+        if (!p->head)
+            p->tail = NULL;
+        pthread_mutex_unlock(&p->lock);
+        refresh_vm(p, w);
+        job->run(w, job);
+        pg_conn_reset(w->pg);
+    }
+}
+
+struct worker_pool *worker_pool_start(const struct conf *c, char *err, size_t errlen)
+{
+    struct worker_pool *p = calloc(1, sizeof *p);
+    if (!p) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    p->conf = c;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->ready, NULL);
+    p->workers = calloc((size_t)c->workers, sizeof *p->workers);
+    p->threads = calloc((size_t)c->workers, sizeof *p->threads);
+    if (!p->workers || !p->threads) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < c->workers; i++) {
+        struct worker *w = &p->workers[i];
+        w->id = i;
+        struct scripts *s = reload_current();
+        w->L = s ? vm_new(c, s, err, errlen) : NULL;
+        w->generation = s ? s->generation : 0;
+        scripts_unref(s);
+        if (!w->L)
+            goto fail;
+        w->pg = pg_conn_new(c->database_url, c->statement_timeout_ms);
+        if (!w->pg) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        pg_attach(w->L, w->pg);
+    }
+    for (int i = 0; i < c->workers; i++) {
+        struct worker_arg *a = malloc(sizeof *a);
+        if (!a) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        a->pool = p;
+        a->w = &p->workers[i];
+        if (pthread_create(&p->threads[i], NULL, run, a) != 0) {
+            free(a);
+            snprintf(err, errlen, "cannot start worker threads");
+            goto fail;
+        }
+        p->n++;
+    }
+    return p;
+fail:
+    worker_pool_stop(p);
+    return NULL;
+}
+
+void worker_pool_submit(struct worker_pool *p, struct job *job)
+{
+    job->next = NULL;
+    pthread_mutex_lock(&p->lock);
+    if (p->tail)
+        p->tail->next = job;
+    else
+        p->head = job;
+    p->tail = job;
+    pthread_cond_signal(&p->ready);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void worker_pool_stop(struct worker_pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->stopping = 1;
+    pthread_cond_broadcast(&p->ready);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; i < p->n; i++)
+        pthread_join(p->threads[i], NULL);
+    for (int i = 0; p->workers && i < p->conf->workers; i++) {
+        vm_close(p->workers[i].L);
+        if (p->workers[i].pg)
+            pg_conn_free(p->workers[i].pg);
+    }
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->ready);
+    free(p->workers);
+    free(p->threads);
+    free(p);
+}

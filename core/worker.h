@@ -1,0 +1,40 @@
+/*
+** worker: the pool of threads that run Lua. Each worker owns one VM (rebuilt when the
+** reload generation moves, at a job boundary) and one PostgreSQL connection that outlives
+** its VMs. Jobs are FIFO; a job runs start to finish on one worker.
+*/
+#ifndef SHELFSYNC_WORKER_H
+#define SHELFSYNC_WORKER_H
+
+#include <lua.h>
+
+struct conf;
+struct pg_conn;
+
+struct worker {
+    int id;
+    lua_State *L;                  /* owned; never NULL while running jobs */
+    unsigned long generation;      /* of L */
+    struct pg_conn *pg;            /* owned */
+};
+
+struct job {
+    void (*run)(struct worker *w, struct job *job);   /* must not free job while queued */
+    struct job *next;
+};
+
+struct worker_pool;
+
+/*
+** Starts c->workers threads, each with a VM built now (a broken script tree fails the
+** start, with the error in err). Returns the pool (release with worker_pool_stop) or NULL.
+*/
+struct worker_pool *worker_pool_start(const struct conf *c, char *err, size_t errlen);
+
+/* Queues a job; it runs on the next free worker. Thread-safe. */
+void worker_pool_submit(struct worker_pool *p, struct job *job);
+
+/* Lets queued jobs finish, joins the threads, frees every VM and connection. */
+void worker_pool_stop(struct worker_pool *p);
+
+#endif

@@ -1,0 +1,151 @@
+-- app: the framework's entry points, called from C.
+--   init()        loads every routes/*.lua into the router (a VM is built whole or not at all)
+--   handle(req)   one request -> one response table (see doc/ARCHITECTURE.md)
+--   cleanup()     periodic housekeeping: every route file's `cleanup` function
+local _M = {}
+
+local json = require("json")
+local errors = require("errors")
+local router = require("router")
+local cors = require("cors")
+
+local host, type, pairs, ipairs, xpcall, tostring = host, type, pairs, ipairs, xpcall, tostring
+local config = host.config
+
+local AUTH_MODES = { none = true, session = true, optional = true }
+local STATE_CHANGING = { POST = true, PUT = true, PATCH = true, DELETE = true }
+local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true }
+
+local routes            -- the router, built by init()
+local cleanups = {}     -- {name, fn}
+
+local function check_route(file, i, r)
+  local where = file .. " entry " .. i
+  if type(r) ~= "table" then error(where .. ": expected a table", 0) end
+  if not METHODS[r.method] then error(where .. ": bad method " .. tostring(r.method), 0) end
+  if type(r.path) ~= "string" or r.path:sub(1, 1) ~= "/" then error(where .. ": path must start with /", 0) end
+  if type(r.handler) ~= "function" then error(where .. ": handler must be a function", 0) end
+  r.auth = r.auth or "session"
+  if not AUTH_MODES[r.auth] then error(where .. ": auth must be none, session or optional", 0) end
+end
+
+function _M.init()
+  routes = router.new()
+  for _, name in ipairs(host.route_files()) do
+    local list = require(name)
+    if type(list) ~= "table" then error(name .. " must return a list of endpoints", 0) end
+    for i, r in ipairs(list) do
+      check_route(name, i, r)
+      routes:add(r)
+    end
+    if type(list.cleanup) == "function" then
+      cleanups[#cleanups + 1] = { name = name, fn = list.cleanup }
+    end
+  end
+end
+
+-- ---- responses ----
+
+local JSON_TYPE = "application/json; charset=utf-8"
+
+local function json_response(status, body, headers)
+  headers = headers or {}
+  headers["Content-Type"] = headers["Content-Type"] or JSON_TYPE
+  headers["Cache-Control"] = headers["Cache-Control"] or "no-store"
+  local text = ""
+  if status ~= 204 and status ~= 304 and body ~= nil then
+    text = type(body) == "string" and body or json.encode(body)
+  end
+  return { status = status, headers = headers, body = text }
+end
+
+local function error_response(req, status, code, message, details, headers)
+  return json_response(status, errors.body(code, message, details, req.request_id), headers)
+end
+
+-- ---- the request context handed to handlers ----
+
+local ctx_mt = { __index = {} }
+
+-- ctx:json_body() -> the decoded JSON body (400 malformed_json / 415 otherwise)
+function ctx_mt.__index.json_body(ctx)
+  if ctx._json ~= nil then return ctx._json end
+  local ctype = ctx.req.headers["content-type"]
+  if ctype and not ctype:find("json", 1, true) then
+    errors.raise(415, "unsupported_media_type", "send the body as application/json")
+  end
+  if ctx.req.body == "" then
+    errors.raise(400, "malformed_json", "the request body is empty; expected JSON")
+  end
+  local v, err = json.decode(ctx.req.body)
+  if v == nil then
+    errors.raise(400, "malformed_json", "the request body is not valid JSON: " .. err)
+  end
+  ctx._json = v
+  return v
+end
+
+local function authenticate(ctx, route)
+  if route.auth == "none" then return end
+  local session = require("session")
+  local user, sess = session.authenticate(ctx.req)
+  if user then
+    ctx.user, ctx.session = user, sess
+  elseif route.auth == "session" then
+    errors.raise(401, "unauthenticated", "sign in first")
+  end
+  if user and STATE_CHANGING[ctx.req.method] then
+    session.check_csrf(ctx.req)
+  end
+end
+
+local function run(ctx, route)
+  authenticate(ctx, route)
+  local status, body, headers = route.handler(ctx)
+  if type(status) == "table" then return status end      -- a full response
+  return json_response(status or 200, body, headers)
+end
+
+function _M.handle(req)
+  local method = req.method
+  if method == "OPTIONS" then
+    return cors.preflight(req, routes, config) or
+      error_response(req, 404, "not_found", "no such endpoint")
+  end
+  local route, params, allowed = routes:match(method, req.path)
+  local resp
+  if not route then
+    if params == "method_not_allowed" then
+      resp = error_response(req, 405, "method_not_allowed", method .. " is not allowed here",
+        nil, { Allow = allowed })
+    else
+      resp = error_response(req, 404, "not_found", "no such endpoint")
+    end
+  else
+    local ctx = setmetatable({ req = req, params = params, query = req.query, route = route }, ctx_mt)
+    local ok, res = xpcall(run, host.traceback, ctx, route)
+    if ok then
+      resp = res
+    elseif errors.is_http(res) then
+      resp = error_response(req, res.status, res.code, res.message, res.details, res.headers)
+    else
+      host.log("error", "request " .. req.request_id .. " " .. method .. " " .. req.path .. ": " .. tostring(res))
+      resp = error_response(req, 500, "internal_error",
+        "the server failed to handle this request (request id " .. req.request_id .. ")")
+    end
+  end
+  cors.decorate(req, resp, config)
+  return resp
+end
+
+function _M.cleanup()
+  for _, c in ipairs(cleanups) do
+    local ok, err = xpcall(c.fn, host.traceback)
+    if not ok then host.log("error", "cleanup in " .. c.name .. " failed: " .. tostring(err)) end
+  end
+end
+
+-- Exposed for specs and for route files that build responses by hand.
+_M.json_response = json_response
+
+return _M

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages in deps/debian.txt that are missing (apt-get, as root or
+# through sudo), then the specs' npm packages. Quiet when everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+while read -r pkg; do
+  [[ -z "$pkg" || "$pkg" == \#* ]] && continue
+  status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
+done < deps/debian.txt
+
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}"
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The local OpenID provider the auth specs run (spec/support/oidc).
+if [[ -f spec/support/oidc/package-lock.json && ! -d spec/support/oidc/node_modules ]]; then
+  echo "deps: npm ci in spec/support/oidc"
+  (cd spec/support/oidc && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi

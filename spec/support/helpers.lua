@@ -1,0 +1,299 @@
+-- spec helpers: one place that knows how to reach the database, start the real binary on
+-- a free loopback port, and speak HTTP to it (through host.http, i.e. libcurl).
+--
+--   local h = require("spec.support.helpers")
+--   local srv = h.start_server{ env = { SHELFSYNC_SYNC_TOKEN_TTL_S = "2" } }
+--   local c = h.login(srv, "ada@example.com")
+--   local res = c:get("/api/me")          -- {status, headers, body, json, cookies}
+--   srv:stop()
+local _M = {}
+
+local ROOT = os.getenv("PWD")
+local BUILD = os.getenv("SHELFSYNC_BUILD") or "build"
+local TEST_DIR = os.getenv("SHELFSYNC_TEST_DIR") or (ROOT .. "/var/test-adhoc")
+os.execute("mkdir -p '" .. TEST_DIR .. "'")
+
+package.path = ROOT .. "/lua/?.lua;" .. ROOT .. "/?.lua;" .. package.path
+package.cpath = ROOT .. "/" .. BUILD .. "/?.so;" .. package.cpath
+
+local host = require("host")
+_M.host = host
+_M.root = ROOT
+_M.build = BUILD
+_M.test_dir = TEST_DIR
+_M.binary = ROOT .. "/" .. BUILD .. "/shelfsync"
+_M.null = host.json.null
+
+-- Lua modules under lua/ expect a global `host` with a config, as in the server.
+if rawget(_G, "host") == nil then
+  local config = dofile(ROOT .. "/config.lua")
+  config.secret = string.rep("s", 40)
+  config.public_url = "http://127.0.0.1:8080"
+  rawset(_G, "host", setmetatable({ config = config }, { __index = host }))
+end
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+_M.shell_quote = shell_quote
+
+function _M.sleep(seconds)
+  os.execute("sleep " .. string.format("%.3f", seconds))
+end
+
+-- Polls fn() until it returns a truthy value or timeout seconds pass; returns that value.
+function _M.wait_until(fn, timeout, what)
+  local deadline = host.clock_ms() + (timeout or 10) * 1000
+  repeat
+    local v = fn()
+    if v then return v end
+    _M.sleep(0.05)
+  until host.clock_ms() > deadline
+  error("timed out waiting for " .. (what or "condition"), 2)
+end
+
+function _M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function _M.write_file(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+-- ---- database ----
+
+local db_connected = false
+
+-- host.pg connected to the run's throwaway database.
+function _M.db()
+  if not db_connected then
+    assert(host.pg.connect(assert(os.getenv("DATABASE_URL"), "DATABASE_URL not set: run through make test")))
+    db_connected = true
+  end
+  return host.pg
+end
+
+-- Empties every table but schema_migrations (one statement, so foreign keys never object).
+function _M.reset_db()
+  local pg = _M.db()
+  local rows = assert(pg.query([[
+    SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') AS list
+    FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations']]))
+  if rows[1] and rows[1].list ~= host.json.null and rows[1].list then
+    assert(pg.query("TRUNCATE " .. rows[1].list .. " CASCADE"))
+  end
+end
+
+-- Creates a user and a session directly in the database; returns user id and cookie value.
+function _M.create_user(email, name)
+  local pg = _M.db()
+  local rows = assert(pg.query(
+    "INSERT INTO users (email, name) VALUES ($1, $2) RETURNING id", email, name or email))
+  return rows[1].id
+end
+
+-- ---- HTTP ----
+
+function _M.request(method, url, opts)
+  opts = opts or {}
+  local headers = {}
+  for k, v in pairs(opts.headers or {}) do headers[k] = v end
+  local body = opts.body
+  if opts.json ~= nil then
+    body = host.json.encode(opts.json)
+    headers["Content-Type"] = headers["Content-Type"] or "application/json"
+  end
+  local res, err = host.http.request{
+    method = method, url = url, headers = headers, body = body,
+    timeout_ms = opts.timeout_ms or 60000, decode = opts.decode ~= false,
+  }
+  if not res then return nil, err end
+  local ctype = res.headers["content-type"] or ""
+  if ctype:find("json", 1, true) and res.body ~= "" and opts.decode ~= false then
+    local ok, v = pcall(host.json.decode, res.body)
+    if ok then res.json = v end
+  end
+  return res
+end
+
+-- ---- servers ----
+
+local Server = {}
+Server.__index = Server
+
+local function port_is_free(port)
+  local res = host.http.request{ url = "http://127.0.0.1:" .. port .. "/", connect_timeout_ms = 200, timeout_ms = 500 }
+  return res == nil
+end
+
+local function random_port()
+  local b = host.crypto and host.crypto.random(2) or tostring(os.time())
+  local n = (b:byte(1) * 256 + b:byte(2)) % 30000
+  return 20000 + n
+end
+
+-- opts.env: extra environment; opts.root: another checkout root (for reload specs).
+-- Returns a Server: srv.url, srv.port, srv.pid, srv:stop(), srv:kill(), srv:log().
+function _M.start_server(opts)
+  opts = opts or {}
+  for _ = 1, 20 do
+    local port = random_port()
+    if port_is_free(port) then
+      local srv = _M.try_start(port, opts)
+      if srv then return srv end
+    end
+  end
+  error("could not start the server on a free port")
+end
+
+function _M.try_start(port, opts)
+  local id = tostring(port) .. "-" .. tostring(host.clock_ms())
+  local log = TEST_DIR .. "/server-" .. id .. ".log"
+  local pidfile = TEST_DIR .. "/server-" .. id .. ".pid"
+  local url = "http://127.0.0.1:" .. port
+  local env = {
+    SHELFSYNC_LISTEN = "127.0.0.1:" .. port,
+    SHELFSYNC_PUBLIC_URL = url,
+    SHELFSYNC_SECRET = "test-secret-0123456789abcdef0123456789abcdef",
+    SHELFSYNC_DEV_LOGIN = "1",
+    SHELFSYNC_WORKERS = "4",
+    SHELFSYNC_LOG_LEVEL = "info",
+    SHELFSYNC_ROOT = opts.root or ROOT,
+    DATABASE_URL = os.getenv("DATABASE_URL"),
+  }
+  if os.getenv("SHELFSYNC_ASAN") == "1" then
+    env.ASAN_OPTIONS = "detect_leaks=1:log_path=" .. TEST_DIR .. "/server-asan"
+    env.UBSAN_OPTIONS = "print_stacktrace=1:log_path=" .. TEST_DIR .. "/server-asan"
+  end
+  for k, v in pairs(opts.env or {}) do env[k] = v end
+  local parts = {}
+  for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. shell_quote(v) end
+  local cmd = string.format("cd %s && env %s %s serve >%s 2>&1 & echo $! > %s",
+    shell_quote(opts.root or ROOT), table.concat(parts, " "), shell_quote(_M.binary),
+    shell_quote(log), shell_quote(pidfile))
+  os.execute(cmd)
+  local pid = _M.wait_until(function() return _M.read_file(pidfile) end, 5, "server pid"):match("%d+")
+  local srv = setmetatable({ port = port, url = url, pid = pid, log_path = log, pidfile = pidfile }, Server)
+  local deadline = host.clock_ms() + 20000
+  while host.clock_ms() < deadline do
+    local res = host.http.request{ url = url .. "/healthz", timeout_ms = 2000, connect_timeout_ms = 500 }
+    if res then return srv end
+    if not srv:alive() then
+      if (srv:log() or ""):find("cannot listen", 1, true) then return nil end
+      error("server exited at start:\n" .. (srv:log() or ""))
+    end
+    _M.sleep(0.05)
+  end
+  srv:kill()
+  error("server did not answer /healthz:\n" .. (srv:log() or ""))
+end
+
+function Server:alive()
+  return os.execute("kill -0 " .. self.pid .. " 2>/dev/null") == true
+end
+
+function Server:signal(sig)
+  os.execute("kill -" .. sig .. " " .. self.pid .. " 2>/dev/null")
+end
+
+-- SIGTERM and wait for the exit; returns true when it exited within timeout seconds.
+function Server:stop(timeout)
+  if not self:alive() then os.remove(self.pidfile) return true end
+  self:signal("TERM")
+  local deadline = host.clock_ms() + (timeout or 15) * 1000
+  while host.clock_ms() < deadline do
+    if not self:alive() then os.remove(self.pidfile) return true end
+    _M.sleep(0.05)
+  end
+  self:kill()
+  return false
+end
+
+function Server:kill()
+  self:signal("KILL")
+  os.remove(self.pidfile)
+end
+
+function Server:log()
+  return _M.read_file(self.log_path)
+end
+
+-- ---- a browser-like client with a cookie jar ----
+
+local Client = {}
+Client.__index = Client
+
+function _M.client(srv, opts)
+  return setmetatable({ srv = srv, jar = {}, origin = (opts and opts.origin) or srv.url }, Client)
+end
+
+function Client:cookie_header()
+  local parts = {}
+  for name, value in pairs(self.jar) do parts[#parts + 1] = name .. "=" .. value end
+  table.sort(parts)
+  return #parts > 0 and table.concat(parts, "; ") or nil
+end
+
+function Client:store(res)
+  for _, raw in ipairs(res.cookies or {}) do
+    local name, value = raw:match("^%s*([^=;]+)=([^;]*)")
+    if name then
+      local lower = raw:lower()
+      if value == "" or lower:find("max%-age=0") or lower:find("expires=thu, 01 jan 1970") then
+        self.jar[name] = nil
+      else
+        self.jar[name] = value
+      end
+    end
+  end
+end
+
+function Client:request(method, path, opts)
+  opts = opts or {}
+  local headers = {}
+  for k, v in pairs(opts.headers or {}) do headers[k] = v end
+  headers.Cookie = headers.Cookie or self:cookie_header()
+  if method ~= "GET" and method ~= "HEAD" and headers.Origin == nil and self.origin then
+    headers.Origin = self.origin
+  end
+  opts.headers = headers
+  local url = path:match("^https?://") and path or (self.srv.url .. path)
+  local res = assert(_M.request(method, url, opts))
+  self:store(res)
+  return res
+end
+
+function Client:get(path, opts) return self:request("GET", path, opts) end
+function Client:delete(path, opts) return self:request("DELETE", path, opts) end
+function Client:post(path, body, opts)
+  opts = opts or {}
+  opts.json = body
+  return self:request("POST", path, opts)
+end
+function Client:put(path, body, opts)
+  opts = opts or {}
+  opts.json = body
+  return self:request("PUT", path, opts)
+end
+function Client:patch(path, body, opts)
+  opts = opts or {}
+  opts.json = body
+  return self:request("PATCH", path, opts)
+end
+
+-- A client signed in through dev login (on in every test server).
+function _M.login(srv, email, name)
+  local c = _M.client(srv)
+  local res = c:post("/auth/dev/login", { email = email, name = name or email:match("^[^@]+") })
+  assert(res.status == 200, "dev login failed: " .. res.status .. " " .. res.body)
+  c.user = res.json.user
+  return c
+end
+
+return _M
