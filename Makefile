@@ -23,14 +23,17 @@ build:
 	@flock $(BUILD)/.lock $(MAKE) --no-print-directory $(BUILD)/shelfsync $(BUILD)/host.so
 
 $(BUILD)/shelfsync: $(BIN_OBJS)
-	$(CC) $(SAN) -o $@ $^ $(PKG_LIBS)
+	@echo "  LINK $@"
+	@$(CC) $(SAN) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/host.so: $(MOD_OBJS)
-	$(CC) $(SAN) -shared -o $@ $^ $(PKG_LIBS)
+	@echo "  LINK $@"
+	@$(CC) $(SAN) -shared -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/obj/%.o: core/%.c $(wildcard core/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+	@echo "  CC   $<"
+	@$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 deps:              ## install missing Debian packages (and the specs' npm packages)
 	@bash scripts/deps.sh

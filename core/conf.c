@@ -235,19 +235,18 @@ static int read_table(lua_State *L, struct conf *c, char *err, size_t errlen)
 /* Fills in what local mode derives: the secret, and dev login when no Google client is set. */
 static int resolve(lua_State *L, struct conf *c, int flags, char *err, size_t errlen)
 {
-    if (!*c->secret && (flags & CONF_NO_SECRET)) {
-        /* nothing will be signed */
-    } else if (!*c->secret) {
-        if (!c->local_mode) {
-            snprintf(err, errlen, "no secret configured: set SHELFSYNC_SECRET (at least 32 characters) "
-                     "or secret in config.lua; only local mode (make run) generates one");
-            return -1;
-        }
+    if (!*c->secret && c->local_mode) {
         free(c->secret);
         if (!(c->secret = local_secret(c->root, err, errlen)))
             return -1;
         lua_pushstring(L, c->secret);
         lua_setfield(L, -2, "secret");
+    } else if (!*c->secret && (flags & CONF_NO_SECRET)) {
+        /* nothing will be signed */
+    } else if (!*c->secret) {
+        snprintf(err, errlen, "no secret configured: set SHELFSYNC_SECRET (at least 32 characters) "
+                 "or secret in config.lua; only local mode (make run) generates one");
+        return -1;
     } else if (strlen(c->secret) < 32) {
         snprintf(err, errlen, "the secret is too short: use at least 32 characters");
         return -1;

@@ -60,17 +60,9 @@ static int l_clock_ms(lua_State *L) { return push_clock(L, CLOCK_MONOTONIC); }
 
 static void set_binding(lua_State *L, const char *name, int (*open)(lua_State *))
 {
-    if (!open)
-        return;
     open(L);
     lua_setfield(L, -2, name);
 }
-
-/* Bindings are linked in by their own files; weak so the host builds while one is missing. */
-#pragma weak crypto_luaopen
-#pragma weak pg_luaopen
-#pragma weak jwt_luaopen
-#pragma weak httpc_luaopen
 
 void host_push(lua_State *L, const char *config_json)
 {

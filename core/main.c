@@ -5,9 +5,12 @@
 **   shelfsync migrate [--config FILE] apply sql/NNN_*.sql
 **   shelfsync check [--config FILE]   compile every Lua file; exit 1 with file:line on error
 **   shelfsync cleanup [--config FILE] delete expired tokens and sessions once
+**   shelfsync config [--config FILE]  print the resolved configuration (secrets redacted)
 **   shelfsync version
 */
 #include <lauxlib.h>
+#include <lua-cjson.h>
+#include <lualib.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +32,7 @@
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: shelfsync serve|migrate|check|cleanup|version [--config FILE]\n");
+    fprintf(stderr, "usage: shelfsync serve|migrate|check|cleanup|config|version [--config FILE]\n");
     return 2;
 }
 
@@ -92,6 +95,33 @@ static int cmd_cleanup(const struct conf *c)
     vm_close(L);
     pg_conn_free(pg);
     return rc < 0 ? 1 : 0;
+}
+
+/* Prints the resolved configuration as JSON with every secret replaced by "(set)". */
+static int print_config(const struct conf *c)
+{
+    static const char *const secrets[] = {"secret", "google_client_secret", "metrics_token", NULL};
+    lua_State *L = luaL_newstate();
+    if (!L)
+        return 1;
+    luaL_openlibs(L);
+    luaL_requiref(L, "cjson", luaopen_cjson, 0);
+    lua_getfield(L, -1, "decode");
+    lua_pushstring(L, c->json);
+    lua_call(L, 1, 1);
+    for (const char *const *k = secrets; *k; k++) {
+        lua_getfield(L, -1, *k);
+        int set = lua_isstring(L, -1) && lua_rawlen(L, -1) > 0;
+        lua_pop(L, 1);
+        lua_pushstring(L, set ? "(set)" : "");
+        lua_setfield(L, -2, *k);
+    }
+    lua_getfield(L, -2, "encode");
+    lua_insert(L, -2);
+    lua_call(L, 1, 1);
+    printf("%s\n", lua_tostring(L, -1));
+    lua_close(L);
+    return 0;
 }
 
 /* ---- serve ---- */
@@ -238,6 +268,10 @@ int main(int argc, char **argv)
             fprintf(stderr, "%s\n", err);
         else
             printf("ok: lua/ and routes/ compile and load\n");
+    } else if (!strcmp(cmd, "config")) {
+        if (load_conf(&c, config, CONF_NO_SECRET) < 0)
+            return 1;
+        rc = print_config(&c);
     } else if (!strcmp(cmd, "cleanup")) {
         if (load_conf(&c, config, CONF_NO_SECRET) < 0)
             return 1;

@@ -20,6 +20,14 @@ if ((${#missing[@]})); then
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Node.js for the local OpenID provider: the machine's own when it has one (the image may
+# ship a newer Node than Debian's), else Debian's.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "deps: installing nodejs npm"
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+
 # The local OpenID provider the auth specs run (spec/support/oidc).
 if [[ -f spec/support/oidc/package-lock.json && ! -d spec/support/oidc/node_modules ]]; then
   echo "deps: npm ci in spec/support/oidc"

@@ -9,6 +9,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PGBIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
 mkdir -p "$ROOT/var/pg"
+# One start/stop at a time per checkout (several test runs may start together).
 exec 9>"$ROOT/var/pg/.lock"
 flock 9
 
@@ -64,13 +65,13 @@ start() {
   as_pg sh -c "echo $p > '$BASE/port'"
   as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$BASE/log" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -c port=$p -c unix_socket_directories='$BASE/run' -c max_connections=300" \
-    start >/dev/null
+    start >/dev/null 9>&-    # the server must not inherit (and hold) our lock
   echo "pg.sh: PostgreSQL running in $DATA (socket $BASE/run, 127.0.0.1:$p)"
 }
 
 case "${1:-}" in
   start) start ;;
-  stop) if running; then as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null; fi ;;
+  stop) if running; then as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 9>&-; fi ;;
   status) if running; then echo "running on port $(port)"; else echo "stopped"; exit 3; fi ;;
   url) echo "postgresql://shelfsync@/${2:-shelfsync}?host=$BASE/run&port=$(port)" ;;
   tcp-url) echo "postgresql://shelfsync@127.0.0.1:$(port)/${2:-shelfsync}" ;;

@@ -174,12 +174,15 @@ function _M.try_start(port, opts)
   for k, v in pairs(opts.env or {}) do env[k] = v end
   local parts = {}
   for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. shell_quote(v) end
-  local cmd = string.format("cd %s && env %s %s serve >%s 2>&1 & echo $! > %s",
+  local exitfile = TEST_DIR .. "/server-" .. id .. ".exit"
+  -- The subshell waits for the server so that its exit status can be read afterwards.
+  local cmd = string.format("(cd %s && env %s %s serve >%s 2>&1 & echo $! > %s; wait $!; echo $? > %s) >/dev/null 2>&1 &",
     shell_quote(opts.root or ROOT), table.concat(parts, " "), shell_quote(_M.binary),
-    shell_quote(log), shell_quote(pidfile))
+    shell_quote(log), shell_quote(pidfile), shell_quote(exitfile))
   os.execute(cmd)
   local pid = _M.wait_until(function() return _M.read_file(pidfile) end, 5, "server pid"):match("%d+")
-  local srv = setmetatable({ port = port, url = url, pid = pid, log_path = log, pidfile = pidfile }, Server)
+  local srv = setmetatable({ port = port, url = url, pid = pid, log_path = log, pidfile = pidfile,
+                             exitfile = exitfile }, Server)
   local deadline = host.clock_ms() + 20000
   while host.clock_ms() < deadline do
     local res = host.http.request{ url = url .. "/healthz", timeout_ms = 2000, connect_timeout_ms = 500 }
@@ -222,6 +225,35 @@ end
 
 function Server:log()
   return _M.read_file(self.log_path)
+end
+
+-- The exit status once the process has ended (waits up to a second for it to be written).
+function Server:exit_code()
+  local ok, v = pcall(_M.wait_until, function() return _M.read_file(self.exitfile) end, 1, "exit status")
+  return ok and tonumber(v:match("%d+")) or nil
+end
+
+-- ---- a private copy of the script tree, for specs that edit or extend it ----
+
+local root_seq = 0
+
+-- Copies lua/, routes/, sql/ and config.lua to a fresh folder; extra = {["routes/x.lua"] = text}.
+function _M.temp_root(extra)
+  root_seq = root_seq + 1
+  local dir = TEST_DIR .. "/root-" .. root_seq .. "-" .. tostring(host.clock_ms())
+  assert(os.execute(string.format("mkdir -p %s && cp -r %s/lua %s/routes %s/sql %s/config.lua %s/",
+    shell_quote(dir), ROOT, ROOT, ROOT, ROOT, shell_quote(dir))))
+  for rel, text in pairs(extra or {}) do _M.write_file(dir .. "/" .. rel, text) end
+  return dir
+end
+
+-- Runs a shell command; returns its exit status and combined output.
+function _M.run(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1; echo \"__exit=$?\""))
+  local out = p:read("a")
+  p:close()
+  local code = tonumber(out:match("__exit=(%d+)%s*$"))
+  return code, (out:gsub("__exit=%d+%s*$", ""))
 end
 
 -- ---- a browser-like client with a cookie jar ----
