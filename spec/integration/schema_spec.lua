@@ -249,8 +249,8 @@ describe("schema", function()
   describe("users checks", function()
     it("refuses malformed and over-long emails, and takes 254 characters", function()
       local sql = "INSERT INTO users (email) VALUES ($1)"
-      for _, bad in ipairs({ "no-at-sign", "a@b@c.example", " ada@example.com", "ada@", "@example.com",
-                             rep("a", 243) .. "@example.com" }) do
+      for _, bad in ipairs({ "no-at-sign", "a@b@c.example", " ada@example.com", "ada\t@example.com",
+                             "ada@", "@example.com", rep("a", 243) .. "@example.com" }) do
         refuses(CHECK, "users_email_format", sql, bad)
       end
       q(sql, rep("a", 242) .. "@example.com")
