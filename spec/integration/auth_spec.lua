@@ -320,3 +320,36 @@ describe("Sign in with Google when no client is configured", function()
     assert.same({ status = 503, error = "sign_in_not_configured" }, error_of(res))
   end)
 end)
+
+describe("Sign in with Google when the provider cannot be used", function()
+  local servers = {}
+
+  local function start(discovery_url)
+    local srv = h.start_server{ env = {
+      SHELFSYNC_GOOGLE_CLIENT_ID = CLIENT_ID,
+      SHELFSYNC_GOOGLE_CLIENT_SECRET = CLIENT_SECRET,
+      SHELFSYNC_OIDC_DISCOVERY_URL = discovery_url,
+      SHELFSYNC_HTTP_CONNECT_TIMEOUT_MS = "500",
+    } }
+    servers[#servers + 1] = srv
+    return srv
+  end
+
+  teardown(function()
+    for _, srv in ipairs(servers) do srv:stop() end
+  end)
+
+  it("answers 502 provider_unavailable when the provider does not answer", function()
+    local srv = start("http://127.0.0.1:1/.well-known/openid-configuration")
+    local res = h.client(srv):get("/auth/google/login?returnTo=/")
+    assert.same({ status = 502, error = "provider_unavailable" }, error_of(res))
+    assert.is_nil(res.headers.location)
+  end)
+
+  it("never talks to a provider over plain http off loopback", function()
+    local srv = start("http://accounts.example/.well-known/openid-configuration")
+    local res = h.client(srv):get("/auth/google/login?returnTo=/")
+    assert.same({ status = 502, error = "provider_unavailable" }, error_of(res))
+    assert.truthy(res.json.message:find("https", 1, true))
+  end)
+end)
