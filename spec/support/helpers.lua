@@ -73,7 +73,7 @@ local db_connected = false
 -- host.pg connected to the run's throwaway database.
 function _M.db()
   if not db_connected then
-    assert(host.pg.connect(assert(os.getenv("DATABASE_URL"), "DATABASE_URL not set: run through make test")))
+    assert(host.pg.connect((assert(os.getenv("DATABASE_URL"), "DATABASE_URL not set: run through make test"))))
     db_connected = true
   end
   return host.pg
