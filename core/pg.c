@@ -291,11 +291,14 @@ static int conn_alive(struct pg_conn *c)
     p.revents = 0;
     if (p.fd < 0)
         return 0;
-    if (poll(&p, 1, 0) > 0) {
+    /* A server going down sends an error (which libpq, idle, takes as a notice)
+    ** and then closes: the close is only seen by a second read. */
+    for (int i = 0; i < 8 && poll(&p, 1, 0) > 0; i++) {
         if (!PQconsumeInput(c->conn) || PQstatus(c->conn) != CONNECTION_OK)
             return 0;
         while ((n = PQnotifies(c->conn)) != NULL)
             PQfreemem(n);
+        p.revents = 0;
     }
     return 1;
 }
@@ -863,8 +866,8 @@ static void push_rows(lua_State *L, struct pg_conn *c, PGresult *res)
     lua_settop(L, base + 1);
 }
 
-/* Pushes nil, msg, sqlstate, kind, info; returns 5. */
-static int push_error(lua_State *L, const struct pg_error *e)
+/* Pushes nil, msg, sqlstate, kind[, info]; returns the count. */
+static int push_error_info(lua_State *L, const struct pg_error *e, int with_info)
 {
     lua_pushnil(L);
     lua_pushstring(L, e->msg);
@@ -873,6 +876,8 @@ static int push_error(lua_State *L, const struct pg_error *e)
     else
         lua_pushnil(L);
     lua_pushstring(L, e->kind == PG_KIND_CONNECTION ? "connection" : "query");
+    if (!with_info)
+        return 4;
     lua_createtable(L, 0, 6);
 #define INFO_FIELD(f)                          \
     if (e->f[0]) {                         \
@@ -892,6 +897,11 @@ static int push_error(lua_State *L, const struct pg_error *e)
     return 5;
 }
 
+static int push_error(lua_State *L, const struct pg_error *e)
+{
+    return push_error_info(L, e, 1);
+}
+
 /* --------------------------------------------------- parameters to text */
 
 /*
@@ -904,7 +914,26 @@ static int push_error(lua_State *L, const struct pg_error *e)
 struct sink {
     luaL_Buffer *B;
     int copy;
+    int scratch;  /* stack index of SINK_SCRATCH slots pushed before the buffer */
 };
+
+/*
+** A luaL_Buffer's box must stay on top of the stack (and, in Lua 5.4, is a
+** to-be-closed slot that must not move), so a table being written cannot sit
+** above it while buffer operations run. Arrays being written are parked in
+** slots reserved below the buffer instead: slot 0 for a row's cell, slot k for
+** the sub-array at nesting level k.
+*/
+#define SINK_SCRATCH 8
+
+/* Reserves the scratch slots (before luaL_buffinit); returns the first index. */
+static int sink_reserve(lua_State *L)
+{
+    luaL_checkstack(L, SINK_SCRATCH + 4, "array parameter");
+    for (int i = 0; i < SINK_SCRATCH; i++)
+        lua_pushnil(L);
+    return lua_gettop(L) - SINK_SCRATCH + 1;
+}
 
 static void sink_raw(struct sink *s, const char *p, size_t n)
 {
@@ -949,7 +978,7 @@ static void sink_text(struct sink *s, const char *p, size_t n, int depth)
         if (p[i] != '"' && p[i] != '\\')
             continue;
         sink_raw(s, p + run, i - run);
-        sink_backslashes(s, p[i] == '\\' ? (1 << depth) : (1 << depth) - 1);
+        sink_backslashes(s, (1 << depth) - 1);
         sink_raw(s, p + i, 1);
         run = i + 1;
     }
@@ -1017,12 +1046,15 @@ static int sink_array(lua_State *L, struct sink *s, int idx, int depth, int leve
     luaL_checkstack(L, 4, "array parameter");
     sink_raw(s, "{", 1);
     for (lua_Integer i = 1; i <= n; i++) {
-        int t = lua_rawgeti(L, idx, i), rc = 0;
+        int t, rc = 0;
         const char *str;
         size_t len;
 
+        /* Buffer operations need the buffer's box on top of the stack: write before
+        ** pushing the element, and pop every element before writing it. */
         if (i > 1)
             sink_raw(s, ",", 1);
+        t = lua_rawgeti(L, idx, i);
         switch (t) {
         case LUA_TLIGHTUSERDATA:
             if (lua_touserdata(L, -1) != NULL)
@@ -1031,8 +1063,9 @@ static int sink_array(lua_State *L, struct sink *s, int idx, int depth, int leve
             sink_raw(s, "NULL", 4);
             break;
         case LUA_TBOOLEAN:
+            str = lua_toboolean(L, -1) ? "t" : "f";
             lua_pop(L, 1);
-            sink_raw(s, lua_toboolean(L, -1) ? "t" : "f", 1);
+            sink_raw(s, str, 1);
             break;
         case LUA_TNUMBER:
             len = format_number(L, -1, num, sizeof(num));
@@ -1051,12 +1084,14 @@ static int sink_array(lua_State *L, struct sink *s, int idx, int depth, int leve
             sink_quote(s, depth);
             break;
         case LUA_TTABLE: {
-            int sub = lua_gettop(L);
-            /* the element stays pushed: sink ops must see a balanced stack */
-            lua_pop(L, 1);
-            lua_rawgeti(L, idx, i);
+            int sub = s->scratch + level + 1;
+            if (level + 1 >= SINK_SCRATCH) {
+                lua_pop(L, 1);
+                err_set(e, PG_KIND_QUERY, "54000", "array nested too deeply");
+                return -1;
+            }
+            lua_replace(L, sub);  /* parked below the buffer (see SINK_SCRATCH) */
             rc = sink_array(L, s, sub, depth, level + 1, e);
-            lua_pop(L, 1);
             if (rc < 0)
                 return -1;
             break;
@@ -1117,7 +1152,8 @@ static int encode_params(lua_State *L, int first, int n, const char **values,
             break;
         case LUA_TTABLE: {
             luaL_Buffer B;
-            struct sink s = {&B, 0};
+            struct sink s = {&B, 0, 0};
+            s.scratch = sink_reserve(L);
             luaL_buffinit(L, &B);
             if (sink_array(L, &s, idx, 0, 0, e) < 0) {
                 char m[sizeof(e->msg)];
@@ -1126,6 +1162,8 @@ static int encode_params(lua_State *L, int first, int n, const char **values,
                 return -1;
             }
             luaL_pushresult(&B);
+            lua_replace(L, s.scratch);    /* the literal takes the scratch slots' place */
+            lua_settop(L, s.scratch);
             values[i] = lua_tostring(L, -1);
             break;
         }
@@ -1193,7 +1231,7 @@ static int l_connect(lua_State *L)
     lua_pushlightuserdata(L, *box);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &CONN_KEY);
     if (conn_open(*box, &e) < 0)
-        return push_error(L, &e) - 1;  /* no info table for connect */
+        return push_error_info(L, &e, 0);  /* no info table for connect */
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -1259,7 +1297,7 @@ static int simple_cmd(lua_State *L, struct pg_conn *c, const char *sql, int flag
     struct pg_error e;
     PGresult *res = conn_exec(c, sql, 0, NULL, flags, &e);
     if (res == NULL)
-        return push_error(L, &e) - 1;
+        return push_error_info(L, &e, 0);
     PQclear(res);
     lua_pushboolean(L, 1);
     return 1;
@@ -1272,7 +1310,7 @@ static int l_begin(lua_State *L)
     struct pg_error e;
     if (c->in_tx || c->tx_lost) {
         err_set(&e, PG_KIND_QUERY, "25001", "a transaction is already open");
-        return push_error(L, &e) - 1;
+        return push_error_info(L, &e, 0);
     }
     /* BEGIN has no effect of its own, so it may run on a fresh connection. */
     return simple_cmd(L, c, "BEGIN", EXEC_READ);
@@ -1289,11 +1327,11 @@ static int l_commit(lua_State *L)
         c->tx_lost = 0;
         err_set(&e, PG_KIND_CONNECTION, "08006",
                 "database connection lost inside the transaction; nothing was committed");
-        return push_error(L, &e) - 1;
+        return push_error_info(L, &e, 0);
     }
     if (!c->in_tx) {
         err_set(&e, PG_KIND_QUERY, "25P01", "no transaction is open");
-        return push_error(L, &e) - 1;
+        return push_error_info(L, &e, 0);
     }
     if (c->conn && PQtransactionStatus(c->conn) == PQTRANS_INERROR) {
         /* COMMIT would silently roll back: say so instead of returning true. */
@@ -1302,7 +1340,7 @@ static int l_commit(lua_State *L)
         c->tx_lost = 0;
         err_set(&e, PG_KIND_QUERY, "25P02",
                 "the transaction had failed and was rolled back");
-        return push_error(L, &e) - 1;
+        return push_error_info(L, &e, 0);
     }
     n = simple_cmd(L, c, "COMMIT", EXEC_NO_RECONNECT);
     if (c->tx_lost) {  /* lost while committing: the outcome is unknown */
@@ -1310,7 +1348,7 @@ static int l_commit(lua_State *L)
         lua_pop(L, n);
         err_set(&e, PG_KIND_CONNECTION, "08007",
                 "database connection lost during COMMIT; the outcome is unknown");
-        return push_error(L, &e) - 1;
+        return push_error_info(L, &e, 0);
     }
     return n;
 }
@@ -1330,7 +1368,7 @@ static int l_rollback(lua_State *L)
     res = conn_exec(c, "ROLLBACK", 0, NULL, EXEC_NO_RECONNECT, &e);
     c->tx_lost = 0;  /* a connection lost during ROLLBACK rolled back anyway */
     if (res == NULL && e.kind != PG_KIND_CONNECTION)
-        return push_error(L, &e) - 1;
+        return push_error_info(L, &e, 0);
     PQclear(res);
     lua_pushboolean(L, 1);
     return 1;
@@ -1682,7 +1720,7 @@ static int sink_cell(lua_State *L, struct sink *s, const struct upsert *u, lua_I
                      int pos, int depth, struct pg_error *e)
 {
     const struct pg_column *col = &u->t->cols[u->cols[pos]];
-    int t = get_cell(L, u, r, pos), top = lua_gettop(L), rc = 0;
+    int t = get_cell(L, u, r, pos), rc = 0;
     char num[64];
     size_t len;
     const char *str;
@@ -1733,13 +1771,10 @@ static int sink_cell(lua_State *L, struct sink *s, const struct upsert *u, lua_I
             sink_quote(s, depth - 1);
         return 0;
     case LUA_TTABLE:
-        /* the table stays on the stack (a balanced use for the buffer) */
-        lua_pop(L, 1);
-        get_cell(L, u, r, pos);
+        lua_replace(L, s->scratch);  /* parked below the buffer (see SINK_SCRATCH) */
         if (depth)
             sink_quote(s, depth - 1);
-        rc = sink_array(L, s, top, depth, 0, e);
-        lua_pop(L, 1);
+        rc = sink_array(L, s, s->scratch, depth, 0, e);
         if (rc < 0) {
             char m[sizeof(e->msg)];
             snprintf(m, sizeof(m), "%s", e->msg);
@@ -1767,10 +1802,13 @@ static int push_column_params(lua_State *L, const struct upsert *u, const int *p
                               int npos, const lua_Integer *which, lua_Integer count,
                               const char **values, struct pg_error *e)
 {
+    int scratch;
+
     luaL_checkstack(L, npos + 8, "upsert columns");
+    scratch = sink_reserve(L);
     for (int j = 0; j < npos; j++) {
         luaL_Buffer B;
-        struct sink s = {&B, 0};
+        struct sink s = {&B, 0, scratch};
         luaL_buffinit(L, &B);
         luaL_addchar(&B, '{');
         for (lua_Integer i = 0; i < count; i++) {
@@ -1795,9 +1833,10 @@ static int push_column_params(lua_State *L, const struct upsert *u, const int *p
 static int push_copy_data(lua_State *L, const struct upsert *u, struct pg_error *e)
 {
     luaL_Buffer B;
-    struct sink s = {&B, 1};
+    struct sink s = {&B, 1, 0};
     char num[32];
 
+    s.scratch = sink_reserve(L);
     luaL_buffinit(L, &B);
     for (lua_Integer r = 1; r <= u->nrows; r++) {
         int n = snprintf(num, sizeof(num), "%lld", (long long)r);
@@ -1814,6 +1853,8 @@ static int push_copy_data(lua_State *L, const struct upsert *u, struct pg_error 
         luaL_addchar(&B, '\n');
     }
     luaL_pushresult(&B);
+    lua_replace(L, s.scratch);    /* the data takes the scratch slots' place */
+    lua_settop(L, s.scratch);
     return 0;
 }
 

@@ -1,0 +1,96 @@
+-- db: how Lua code talks to PostgreSQL, over host.pg (core/pg.c).
+--
+--   db.query(sql, ...)  -> rows (array of row tables, rows.affected). Parameters are $1..$n;
+--                          nil and db.null are NULL. Raises 503 database_unavailable when the
+--                          database cannot be reached, and a plain error (a 500) for any other
+--                          SQL error.
+--   db.try(sql, ...)    -> rows | nil, message, sqlstate, info: for callers that map an
+--                          expected failure (23505 unique_violation, ...) to an answer.
+--                          info = {constraint=, detail=, table=, column=, hint=}. An
+--                          unreachable database still raises 503.
+--   db.one(sql, ...)    -> the first row, or nil
+--   db.tx(fn, ...)      -> fn's results. BEGIN, fn(...), COMMIT; on any error ROLLBACK and
+--                          re-raise the same error value. Nesting is refused (an error).
+--   db.upsert(spec)     -> one answer per input row, see host.pg.upsert in core/pg.c
+--   db.in_tx()          -> true inside db.tx
+--   db.ping()           -> true | nil, message
+--   db.null             -> the NULL value (== host.json.null)
+--
+-- A failed statement inside db.tx aborts the transaction: after db.try returned an error
+-- there, every later statement fails and the commit is refused, so recover by raising.
+local _M = {}
+
+local errors = require("errors")
+
+local error, tostring, type, pcall = error, tostring, type, pcall
+local unpack, pack = table.unpack, table.pack
+
+-- In the server `host` is a global of the sandbox; in specs and tools it is require("host").
+local host = rawget(_ENV, "host") or require("host")
+local pg = host.pg
+
+_M.null = pg.null
+
+local function unavailable()
+  errors.raise(503, "database_unavailable", "the database is unavailable; try again shortly")
+end
+
+-- Raises for a failed host.pg call: 503 when the database is unreachable, else a plain
+-- error naming the SQLSTATE (logged with the request id, answered as a 500).
+local function fail(msg, sqlstate, kind, level)
+  if kind == "connection" then unavailable() end
+  error("database error: " .. tostring(msg) .. " (SQLSTATE " .. tostring(sqlstate) .. ")", level + 1)
+end
+
+function _M.query(sql, ...)
+  local rows, msg, sqlstate, kind = pg.query(sql, ...)
+  if not rows then fail(msg, sqlstate, kind, 2) end
+  return rows
+end
+
+function _M.try(sql, ...)
+  local rows, msg, sqlstate, kind, info = pg.query(sql, ...)
+  if rows then return rows end
+  if kind == "connection" then unavailable() end
+  return nil, msg, sqlstate, info
+end
+
+function _M.one(sql, ...)
+  local rows, msg, sqlstate, kind = pg.query(sql, ...)
+  if not rows then fail(msg, sqlstate, kind, 2) end
+  return rows[1]
+end
+
+function _M.upsert(spec)
+  local res, msg, sqlstate, kind = pg.upsert(spec)
+  if not res then fail(msg, sqlstate, kind, 2) end
+  return res
+end
+
+function _M.in_tx()
+  return pg.in_tx()
+end
+
+function _M.ping()
+  return pg.ping()
+end
+
+function _M.tx(fn, ...)
+  if type(fn) ~= "function" then error("db.tx: expected a function", 2) end
+  if pg.in_tx() then error("db.tx: nested transactions are not supported", 2) end
+  local ok, msg, sqlstate, kind = pg.begin()
+  if not ok then fail(msg, sqlstate, kind, 2) end
+  local res = pack(pcall(fn, ...))
+  if not res[1] then
+    pg.rollback()  -- ends the transaction whatever state it is in; never fails on a lost one
+    error(res[2], 0)
+  end
+  ok, msg, sqlstate, kind = pg.commit()
+  if not ok then
+    pg.rollback()
+    fail(msg, sqlstate, kind, 2)
+  end
+  return unpack(res, 2, res.n)
+end
+
+return _M

@@ -1,0 +1,565 @@
+-- host.pg (core/pg.c) and lua/db.lua against the real PostgreSQL: typed results, parameters,
+-- transactions, reconnection (on a private throwaway cluster, so restarting it disturbs no
+-- other test run) and the batched upsert.
+local h = require("spec.support.helpers")
+local host = h.host
+local null = h.null
+local db = require("db")
+
+local DATABASE_URL = assert(os.getenv("DATABASE_URL"), "DATABASE_URL not set: run through make test")
+
+local function pg() return h.db() end
+
+-- Runs fn with host.pg connected to url, then reconnects to the run's database whatever happens.
+local function with_connection(url, fn)
+  local ok, err = pcall(function()
+    assert(host.pg.connect(url))
+    fn()
+  end)
+  assert(host.pg.connect(DATABASE_URL))
+  if not ok then error(err, 0) end
+end
+
+local function count(sql, ...)
+  return assert(pg().query(sql, ...))[1].n
+end
+
+describe("host.pg.query", function()
+  it("returns every type typed: integers, numbers, booleans, ISO-8601 UTC timestamps, dates, json text, arrays and null", function()
+    local rows = assert(pg().query([==[
+      SELECT 1::int2 AS i2, -2::int4 AS i4, 9007199254740993::int8 AS i8, 1.5::float4 AS f4,
+             0.1::float8 AS f8, 12345.678::numeric AS num, true AS yes, false AS no,
+             '2024-01-02 03:04:05.678+02'::timestamptz AS ts, '2024-02-29'::date AS day,
+             '{"a": [1, 2]}'::json AS j, '{"b": null}'::jsonb AS jb, 'héllo ✓ 日本'::text AS uni,
+             ''::text AS empty, NULL::text AS nothing, 'B0ABCDEF12'::varchar AS vc,
+             ARRAY[1, NULL, 3]::int[] AS ints, ARRAY['a', NULL, '']::text[] AS texts,
+             ARRAY[[1, 2], [3, 4]] AS matrix, '[0:1]={7,8}'::int[] AS bounded,
+             ARRAY[true, false] AS bools, ARRAY[1.25]::numeric[] AS nums,
+             ARRAY['2024-06-01 12:00:00+00']::timestamptz[] AS stamps,
+             '{}'::text[] AS none, 'infinity'::timestamptz AS forever,
+             '00000000-0000-0000-0000-000000000001'::uuid AS id,
+             'WISHLIST'::library_source AS source,
+             ARRAY['LIBRARY', 'WISHLIST']::library_source[] AS sources]==]))
+    assert.same({
+      i2 = 1, i4 = -2, i8 = 9007199254740993, f4 = 1.5, f8 = 0.1, num = 12345.678, yes = true, no = false,
+      ts = "2024-01-02T01:04:05.678Z", day = "2024-02-29", j = '{"a": [1, 2]}', jb = '{"b": null}',
+      uni = "héllo ✓ 日本", empty = "", nothing = null, vc = "B0ABCDEF12",
+      ints = { 1, null, 3 }, texts = { "a", null, "" }, matrix = { { 1, 2 }, { 3, 4 } }, bounded = { 7, 8 },
+      bools = { true, false }, nums = { 1.25 }, stamps = { "2024-06-01T12:00:00.000Z" }, none = {},
+      forever = "infinity", id = "00000000-0000-0000-0000-000000000001", source = "WISHLIST",
+      sources = { "LIBRARY", "WISHLIST" },
+    }, rows[1])
+    assert.is_true(math.type(rows[1].i8) == "integer")
+    assert.is_true(math.type(rows[1].f8) == "float")
+    assert.equal(1, rows.affected)
+  end)
+
+  it("marks the rows table and every array with the shelfsync.array metatable", function()
+    local rows = assert(pg().query("SELECT ARRAY[ARRAY[1]] AS a, '{}'::text[] AS b"))
+    local mt = debug.getregistry()["shelfsync.array"]
+    assert.is_table(mt)
+    assert.equal(mt, getmetatable(rows))
+    assert.equal(mt, getmetatable(rows[1].a))
+    assert.equal(mt, getmetatable(rows[1].a[1]))
+    assert.equal(mt, getmetatable(rows[1].b))
+    assert.is_nil(getmetatable(rows[1]))
+  end)
+
+  it("converts timestamps to UTC whatever the session time zone", function()
+    assert(pg().query("SET TimeZone = 'Asia/Kolkata'"))
+    local rows = assert(pg().query("SELECT '2024-03-10 23:59:59.999+00'::timestamptz AS t, now()::text AS local"))
+    assert(pg().query("SET TimeZone = 'UTC'"))
+    assert.equal("2024-03-10T23:59:59.999Z", rows[1].t)
+    assert.matches("%+05:30$", rows[1]["local"])
+  end)
+
+  it("round-trips parameters of every kind, including unicode, empty strings and 1 MiB of text", function()
+    local big = string.rep("0123456789abcdé", 70000):sub(1, 1048576)
+    local rows = assert(pg().query(
+      "SELECT $1::text AS s, $2::text AS e, $3::int8 AS i, $4::float8 AS f, $5::bool AS b, $6::text AS n, "
+      .. "$7::text AS big, length($7) AS len, $8::float8 AS tiny, $9::int8 AS maxi",
+      "zwölf 🎧 \"quoted\" 'single' \\", "", -42, 0.1, false, null, big, 5e-324, math.maxinteger))
+    assert.same({ s = "zwölf 🎧 \"quoted\" 'single' \\", e = "", i = -42, f = 0.1, b = false, n = null,
+                  big = big, len = utf8.len(big), tiny = 5e-324, maxi = math.maxinteger }, rows[1])
+  end)
+
+  it("round-trips arrays holding quotes, commas, braces, backslashes, NULL, \"NULL\", empty strings and unicode", function()
+    local nasty = { 'say "hi"', "a,b", "{braces}", "back\\slash", null, "NULL", "", "  spaced  ", "ünï ✓", "}{\\\"," }
+    local rows = assert(pg().query(
+      "SELECT $1::text[] AS t, cardinality($1::text[]) AS n, $1::text[] IS NULL AS isnull, "
+      .. "$2::int[] AS ints, $3::text[] AS empty, $4::int[] AS nested, $5::float8[] AS floats",
+      nasty, { 1, null, -3 }, {}, { { 1, 2 }, { 3, 4 } }, { 0.1, 1e300 }))
+    assert.same({ t = nasty, n = #nasty, isnull = false, ints = { 1, null, -3 }, empty = {},
+                  nested = { { 1, 2 }, { 3, 4 } }, floats = { 0.1, 1e300 } }, rows[1])
+    -- the server sees the same elements, one by one
+    local elems = assert(pg().query("SELECT e, e IS NULL AS isnull FROM unnest($1::text[]) WITH ORDINALITY u(e, o) ORDER BY o", nasty))
+    for i, v in ipairs(nasty) do
+      assert.same(v == null and { e = null, isnull = true } or { e = v, isnull = false }, elems[i])
+    end
+  end)
+
+  it("counts trailing nil parameters as NULL", function()
+    local rows = assert(pg().query("SELECT $1::text IS NULL AS a, $2::int IS NULL AS b", nil, nil))
+    assert.same({ a = true, b = true }, rows[1])
+  end)
+
+  it("refuses a string with a NUL byte and a table that is not an array, without sending them", function()
+    local r1, m1, s1, k1 = pg().query("SELECT $1::text", "a\0b")
+    local r2, m2, _, k2 = pg().query("SELECT $1::text[]", { a = 1 })
+    local r3, m3 = pg().query("SELECT $1::text[]", { "ok", "bad\0" })
+    assert.same({ nil, "parameter $1 contains a NUL byte", "22021", "query" }, { r1, m1, s1, k1 })
+    assert.is_nil(r2)
+    assert.equal("query", k2)
+    assert.matches("must be an array", m2)
+    assert.is_nil(r3)
+    assert.matches("NUL byte", m3)
+  end)
+
+  it("raises on a parameter that cannot be a value (misuse)", function()
+    assert.has_error(function() pg().query("SELECT $1", print) end)
+  end)
+
+  it("answers nil, message, sqlstate, \"query\" and the constraint for a failing statement", function()
+    h.reset_db()
+    local rows, msg, state, kind, info = pg().query("INSERT INTO title_catalog (asin, title) VALUES ($1, $2)", "bad", "T")
+    assert.is_nil(rows)
+    assert.matches("title_catalog_asin_format", msg)
+    assert.same({ "23514", "query", "title_catalog_asin_format", "title_catalog" },
+                { state, kind, info.constraint, info.table })
+  end)
+
+  it("reports the affected row count of writes", function()
+    h.reset_db()
+    local rows = assert(pg().query("INSERT INTO title_catalog (asin, title) VALUES ('B000000001', 'a'), ('B000000002', 'b')"))
+    assert.equal(2, rows.affected)
+    assert.equal(0, #rows)
+    assert.equal(2, assert(pg().query("UPDATE title_catalog SET title = 'c'")).affected)
+  end)
+end)
+
+describe("db (lua/db.lua)", function()
+  before_each(function() h.reset_db() end)
+
+  it("db.one returns the first row or nil", function()
+    assert.same({ x = 1 }, db.one("SELECT 1 AS x UNION ALL SELECT 2 ORDER BY 1"))
+    assert.is_nil(db.one("SELECT 1 AS x WHERE false"))
+  end)
+
+  it("db.query raises a plain error naming the SQLSTATE for a SQL error, db.try returns it", function()
+    local ok, err = pcall(db.query, "SELECT 1/0")
+    assert.is_false(ok)
+    assert.is_string(err)
+    assert.matches("division by zero %(SQLSTATE 22012%)", err)
+    local rows, msg, state, info = db.try("INSERT INTO title_catalog (asin, title) VALUES ('B000000001', '')")
+    assert.same({ nil, "23514", "title_catalog_title_length" }, { rows, state, info.constraint })
+    assert.matches("title_catalog_title_length", msg)
+  end)
+
+  it("db.tx commits what fn wrote and returns fn's results", function()
+    local a, b = db.tx(function(x)
+      db.query("INSERT INTO title_catalog (asin, title) VALUES ('B000000001', $1)", x)
+      return "done", 2
+    end, "kept")
+    assert.same({ "done", 2 }, { a, b })
+    assert.equal("kept", db.one("SELECT title FROM title_catalog").title)
+    assert.is_false(db.in_tx())
+  end)
+
+  it("db.tx rolls everything back on an error and re-raises the very same error value", function()
+    local raised = setmetatable({ status = 409, code = "conflict" }, { __tostring = function() return "409" end })
+    local ok, err = pcall(db.tx, function()
+      db.query("INSERT INTO title_catalog (asin, title) VALUES ('B000000001', 'gone')")
+      error(raised)
+    end)
+    assert.is_false(ok)
+    assert.equal(raised, err)
+    assert.equal(0, count("SELECT count(*) AS n FROM title_catalog"))
+    assert.is_false(db.in_tx())
+  end)
+
+  it("db.tx rolls back when a statement inside fails", function()
+    local ok, err = pcall(db.tx, function()
+      db.query("INSERT INTO title_catalog (asin, title) VALUES ('B000000001', 'gone')")
+      db.query("INSERT INTO title_catalog (asin, title) VALUES ('B000000001', 'duplicate')")
+    end)
+    assert.is_false(ok)
+    assert.matches("23505", err)
+    assert.equal(0, count("SELECT count(*) AS n FROM title_catalog"))
+  end)
+
+  it("db.tx refuses to commit a transaction in which a statement failed, even if fn caught it", function()
+    local ok, err = pcall(db.tx, function()
+      db.query("INSERT INTO title_catalog (asin, title) VALUES ('B000000001', 'gone')")
+      assert.is_nil(db.try("INSERT INTO title_catalog (asin, title) VALUES ('bad', 'x')"))
+    end)
+    assert.is_false(ok)
+    assert.matches("25P02", err)
+    assert.equal(0, count("SELECT count(*) AS n FROM title_catalog"))
+    assert.is_false(db.in_tx())
+  end)
+
+  it("db.tx refuses nesting and leaves the outer transaction to roll back", function()
+    local ok, err = pcall(db.tx, function()
+      db.query("INSERT INTO title_catalog (asin, title) VALUES ('B000000001', 'gone')")
+      db.tx(function() end)
+    end)
+    assert.is_false(ok)
+    assert.matches("nested transactions are not supported", err)
+    assert.equal(0, count("SELECT count(*) AS n FROM title_catalog"))
+  end)
+end)
+
+-- ---- a private cluster that the specs may restart and stop ----
+
+local PGBIN = os.getenv("SHELFSYNC_PGBIN")
+  or io.popen("ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1"):read("l")
+local IS_ROOT = io.popen("id -u"):read("l") == "0"
+
+-- PostgreSQL tools must not inherit the sanitizer runtime preloaded for busted.
+local function pg_cmd(cmd)
+  return "env -u LD_PRELOAD " .. (IS_ROOT and "runuser -u postgres -- " or "") .. cmd
+end
+
+local Cluster = {}
+Cluster.__index = Cluster
+
+local function new_cluster()
+  local dir = "/tmp/shelfsync-pgspec-" .. host.crypto.hex(host.crypto.random(6))
+  assert(os.execute("mkdir -p " .. dir .. (IS_ROOT and (" && chown postgres: " .. dir) or "")))
+  local c = setmetatable({ dir = dir, data = dir .. "/data" }, Cluster)
+  local code, out = h.run(pg_cmd(PGBIN .. "/initdb -D " .. c.data .. " -U shelfsync --auth=trust -E UTF8 --locale=C.UTF-8"))
+  assert(code == 0, out)
+  c:start()
+  c.url = "postgresql://shelfsync@/postgres?host=" .. dir .. "&port=5432"
+  return c
+end
+
+function Cluster:ctl(args)
+  local code, out = h.run(pg_cmd(PGBIN .. "/pg_ctl -D " .. self.data .. " -w -t 60 " .. args))
+  assert(code == 0, out)
+end
+
+function Cluster:start()
+  -- unix socket only, in the private directory: no port to collide on
+  self:ctl("-l " .. self.dir .. "/log -o \"-c listen_addresses='' -c unix_socket_directories='"
+    .. self.dir .. "' -c port=5432\" start")
+end
+
+-- -l again: pg_ctl does not remember the log file, and a server writing to our pipe would
+-- keep h.run waiting forever.
+function Cluster:restart() self:ctl("-l " .. self.dir .. "/log -m fast restart") end
+function Cluster:stop() self:ctl("-m fast stop") end
+
+function Cluster:destroy()
+  h.run(pg_cmd(PGBIN .. "/pg_ctl -D " .. self.data .. " -m immediate -w stop"))
+  os.execute("rm -rf " .. self.dir)
+end
+
+-- Terminates, after `delay` seconds and from another session, the backends running a query
+-- that contains marker.
+function Cluster:kill_later(marker, delay)
+  os.execute(string.format(
+    "(sleep %s; %s -X -q %s -c \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    .. "WHERE query LIKE '%%%s%%' AND pid <> pg_backend_pid()\") >/dev/null 2>&1 &",
+    delay, "env -u LD_PRELOAD " .. PGBIN .. "/psql", h.shell_quote(self.url), marker))
+end
+
+describe("host.pg after the connection is lost", function()
+  local cluster
+
+  setup(function() cluster = new_cluster() end)
+  teardown(function()
+    assert(host.pg.connect(DATABASE_URL))
+    if cluster then cluster:destroy() end
+  end)
+
+  local function pid() return db.one("SELECT pg_backend_pid() AS pid").pid end
+
+  it("reconnects on the next use after the server restarted", function()
+    with_connection(cluster.url, function()
+      local before = pid()
+      cluster:restart()
+      local after = pid()
+      assert.is_number(after)
+      assert.are_not.equal(before, after)
+    end)
+  end)
+
+  it("runs a write on a fresh connection when the old one was found closed before sending", function()
+    with_connection(cluster.url, function()
+      db.query("CREATE TABLE IF NOT EXISTS w (v int)")
+      db.query("TRUNCATE w")
+      cluster:restart()
+      assert.equal(1, db.query("INSERT INTO w VALUES (1)").affected)
+      assert.equal(1, db.one("SELECT count(*) AS n FROM w").n)
+    end)
+  end)
+
+  it("retries a read once when its connection dies mid-statement", function()
+    with_connection(cluster.url, function()
+      local before = pid()
+      cluster:kill_later("spec-marker-read", 0.5)
+      local t0 = host.clock_ms()
+      local rows = assert(host.pg.query(
+        "SELECT pid, 42 AS answer FROM (SELECT pg_backend_pid() AS pid, pg_sleep(1.5)) s /* spec-marker-read */"))
+      assert.equal(42, rows[1].answer)
+      assert.are_not.equal(before, rows[1].pid)
+      assert.is_true(host.clock_ms() - t0 >= 1800, "the read ran twice")
+    end)
+  end)
+
+  it("never retries a write that died mid-statement and reports kind \"connection\"", function()
+    with_connection(cluster.url, function()
+      db.query("CREATE TABLE IF NOT EXISTS w (v int)")
+      db.query("TRUNCATE w")
+      cluster:kill_later("spec-marker-write", 0.5)
+      local rows, msg, state, kind = host.pg.query("INSERT INTO w SELECT 7 FROM pg_sleep(1.5) /* spec-marker-write */")
+      assert.is_nil(rows)
+      assert.is_string(msg)
+      assert.equal("connection", kind)
+      assert.is_string(state)
+      assert.equal(0, db.one("SELECT count(*) AS n FROM w").n)
+    end)
+  end)
+
+  it("loses a transaction with its connection: no later statement of it runs, db.tx raises 503 and nothing is kept", function()
+    with_connection(cluster.url, function()
+      db.query("CREATE TABLE IF NOT EXISTS w (v int)")
+      db.query("TRUNCATE w")
+      local reached = false
+      local ok, err = pcall(db.tx, function()
+        db.query("INSERT INTO w VALUES (1)")
+        cluster:restart()
+        db.query("INSERT INTO w VALUES (2)")
+        reached = true
+      end)
+      assert.is_false(ok)
+      assert.same({ 503, "database_unavailable" }, { err.status, err.code })
+      assert.is_false(reached)
+      assert.is_false(db.in_tx())
+      assert.equal(0, db.one("SELECT count(*) AS n FROM w").n)
+    end)
+  end)
+
+  it("raises 503 database_unavailable while the server is down and works again once it is back", function()
+    with_connection(cluster.url, function()
+      pid()
+      cluster:stop()
+      local ok, err = pcall(db.query, "SELECT 1")
+      local up, why = host.pg.ping()
+      cluster:start()
+      assert.is_false(ok)
+      assert.same({ 503, "database_unavailable" }, { err.status, err.code })
+      assert.is_nil(up)
+      assert.is_string(why)
+      assert.equal(1, db.one("SELECT 1 AS x").x)
+      assert.is_true(host.pg.ping())
+    end)
+  end)
+end)
+
+-- ---- the batched upsert ----
+
+local CATALOG = { "asin", "title", "subtitle", "authors", "narrators", "series_name", "series_position",
+                  "duration", "summary", "rating", "rating_count", "release_date", "categories" }
+
+local function asin(i) return string.format("B%09d", i) end
+
+local function title_row(i, tag)
+  return {
+    asin = asin(i), title = "Title " .. i .. (tag or ""), subtitle = i % 4 == 0 and null or "A subtitle",
+    authors = { "Author " .. i, 'Q"uote, {b}\\' }, narrators = i % 5 == 0 and {} or { "Narrator" },
+    series_name = i % 2 == 0 and "Series" or nil, series_position = i % 2 == 0 and 2.5 or nil,
+    duration = 600 + i, summary = string.rep("s", 200), rating = 4.5, rating_count = i,
+    release_date = "2020-01-02", categories = { "Fantasy", "Epic" },
+  }
+end
+
+local function rows_of(from, to, tag)
+  local t = {}
+  for i = from, to do t[#t + 1] = title_row(i, tag) end
+  return t
+end
+
+local function catalog_spec(rows, extra)
+  local spec = { table = "title_catalog", key = { "asin" }, columns = CATALOG, rows = rows,
+                 only_changed = true, keep_on_null = { "subtitle" } }
+  for k, v in pairs(extra or {}) do spec[k] = v end
+  return spec
+end
+
+local function flags(res)
+  local t = {}
+  for i, r in ipairs(res) do t[i] = (r.inserted and "i" or "-") .. (r.changed and "c" or "-") end
+  return table.concat(t)
+end
+
+for _, method in ipairs({ "unnest", "copy" }) do
+  describe("host.pg.upsert (method " .. method .. ")", function()
+    before_each(function() h.reset_db() end)
+
+    local function upsert(spec)
+      spec.method = method
+      return db.upsert(spec)
+    end
+
+    it("upserts 10,000 rows in one call, every one flagged inserted, with the ids the table holds", function()
+      local rows = rows_of(1, 10000)
+      local res = upsert(catalog_spec(rows))
+      assert.equal(10000, #res)
+      local ids, asins = {}, {}
+      for i, r in ipairs(res) do
+        assert.is_true(r.inserted and r.changed, "row " .. i)
+        ids[i], asins[i] = r.id, rows[i].asin
+      end
+      assert.equal(10000, count("SELECT count(*) AS n FROM title_catalog"))
+      assert.equal(10000, count([[SELECT count(*) AS n FROM title_catalog t
+        JOIN unnest($1::uuid[], $2::text[]) u(id, asin) ON t.id = u.id AND t.asin = u.asin]], ids, asins))
+      local r = db.one("SELECT * FROM title_catalog WHERE asin = $1", asin(20))
+      assert.same({ "Title 20", null, { "Author 20", 'Q"uote, {b}\\' }, {}, "Series", 2.5, 620, "2020-01-02",
+                    { "Fantasy", "Epic" } },
+                  { r.title, r.subtitle, r.authors, r.narrators, r.series_name, r.series_position, r.duration,
+                    r.release_date, r.categories })
+    end)
+
+    it("re-sending 10,000 unchanged rows writes nothing and still answers every id", function()
+      local first = upsert(catalog_spec(rows_of(1, 10000)))
+      local stamp = db.one("SELECT max(updated_at) AS t, sum(xmin::text::bigint) AS x FROM title_catalog")
+      local again = upsert(catalog_spec(rows_of(1, 10000)))
+      assert.equal(string.rep("--", 10000), flags(again))
+      for i = 1, 10000 do assert.equal(first[i].id, again[i].id) end
+      assert.same(stamp, db.one("SELECT max(updated_at) AS t, sum(xmin::text::bigint) AS x FROM title_catalog"))
+    end)
+
+    it("with only_changed rewrites only the rows that differ and inserts the new ones, flagging each", function()
+      upsert(catalog_spec(rows_of(1, 6)))
+      local rows = rows_of(1, 8)
+      rows[2].title = "Renamed"
+      rows[5].authors = { "Someone Else" }
+      local res = upsert(catalog_spec(rows))
+      assert.equal("---c-----c--icic", flags(res))
+      assert.same({ "Renamed", { "Someone Else" } },
+        { db.one("SELECT title FROM title_catalog WHERE asin = $1", asin(2)).title,
+          db.one("SELECT authors FROM title_catalog WHERE asin = $1", asin(5)).authors })
+    end)
+
+    it("keep_on_null keeps the stored value for a NULL and takes any other value", function()
+      upsert(catalog_spec({ { asin = asin(1), title = "T", subtitle = "kept" }, { asin = asin(2), title = "T", subtitle = "old" } },
+        { columns = { "asin", "title", "subtitle" } }))
+      local res = upsert(catalog_spec({ { asin = asin(1), title = "T", subtitle = null }, { asin = asin(2), title = "T", subtitle = "new" } },
+        { columns = { "asin", "title", "subtitle" } }))
+      assert.equal("---c", flags(res))
+      assert.same({ { asin = asin(1), subtitle = "kept" }, { asin = asin(2), subtitle = "new" } },
+        { table.unpack(db.query("SELECT asin, subtitle FROM title_catalog ORDER BY asin")) })
+    end)
+
+    it("without only_changed rewrites every existing row and flags it changed", function()
+      upsert(catalog_spec(rows_of(1, 3)))
+      local res = upsert(catalog_spec(rows_of(1, 4), { only_changed = false }))
+      assert.equal("-c-c-cic", flags(res))
+    end)
+
+    it("lets the last of several rows with one key win, and gives them one answer", function()
+      local rows = { title_row(1, " first"), title_row(2), title_row(1, " last") }
+      local res = upsert(catalog_spec(rows))
+      assert.equal(2, count("SELECT count(*) AS n FROM title_catalog"))
+      assert.equal("Title 1 last", db.one("SELECT title FROM title_catalog WHERE asin = $1", asin(1)).title)
+      assert.equal(res[1].id, res[3].id)
+      assert.are_not.equal(res[1].id, res[2].id)
+    end)
+
+    it("with update = {} leaves existing rows alone and still answers their ids", function()
+      local first = upsert(catalog_spec(rows_of(1, 2)))
+      local res = upsert(catalog_spec(rows_of(1, 3, " new"), { update = {}, keep_on_null = {} }))
+      assert.equal("----ic", flags(res))
+      assert.same({ first[1].id, first[2].id }, { res[1].id, res[2].id })
+      assert.equal("Title 1", db.one("SELECT title FROM title_catalog WHERE asin = $1", asin(1)).title)
+    end)
+
+    it("returns the requested columns, answers an empty batch without a round trip", function()
+      local res = upsert(catalog_spec(rows_of(1, 1), { returning = { "id", "asin", "created_at" } }))
+      assert.equal(asin(1), res[1].asin)
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$", res[1].created_at)
+      assert.same({}, upsert(catalog_spec({})))
+    end)
+
+    it("runs inside the caller's transaction and is rolled back with it", function()
+      local ok = pcall(db.tx, function()
+        upsert(catalog_spec(rows_of(1, 5)))
+        error("abort")
+      end)
+      assert.is_false(ok)
+      assert.equal(0, count("SELECT count(*) AS n FROM title_catalog"))
+    end)
+
+    it("flags a row inserted earlier in the same transaction as updated when the upsert rewrites it", function()
+      db.tx(function()
+        upsert(catalog_spec(rows_of(1, 1)))
+        local res = upsert(catalog_spec(rows_of(1, 2, " v2")))
+        assert.equal("-cic", flags(res))
+      end)
+    end)
+
+    it("refuses a value of the wrong shape for a column, naming the row and column", function()
+      local rows = rows_of(1, 2)
+      rows[2].authors = "not an array"
+      local res, msg, state, kind = host.pg.upsert(catalog_spec(rows, { method = method }))
+      assert.same({ nil, "22P02", "query" }, { res, state, kind })
+      assert.matches("rows%[2%]%.authors", msg)
+      rows[2].authors, rows[2].title = { "ok" }, { "a table" }
+      res, msg = host.pg.upsert(catalog_spec(rows, { method = method }))
+      assert.is_nil(res)
+      assert.matches("rows%[2%]%.title", msg)
+      assert.equal(0, count("SELECT count(*) AS n FROM title_catalog"))
+    end)
+  end)
+end
+
+describe("host.pg.upsert names", function()
+  it("refuses a table or column the schema does not have (names are never taken from input)", function()
+    assert.has_error(function()
+      host.pg.upsert({ table = "title_catalog", key = { "asin" }, columns = { "asin", "title; DROP TABLE users" }, rows = { {} } })
+    end, 'upsert: table "title_catalog" has no column "title; DROP TABLE users"')
+    local res, msg, state = host.pg.upsert({ table = "nope", key = { "asin" }, columns = { "asin" }, rows = { {} } })
+    assert.same({ nil, 'upsert: no table "nope"', "42P01" }, { res, msg, state })
+  end)
+end)
+
+describe("the xmax = 0 trick the upsert relies on (undocumented PostgreSQL behaviour)", function()
+  before_each(function() h.reset_db() end)
+
+  it("is true for a row the statement inserted and false for one it updated", function()
+    db.query("INSERT INTO title_catalog (asin, title) VALUES ('B000000001', 'old')")
+    local rows = db.query([[
+      INSERT INTO title_catalog AS t (asin, title) VALUES ('B000000001', 'new'), ('B000000002', 'new')
+      ON CONFLICT (asin) DO UPDATE SET title = EXCLUDED.title
+      RETURNING t.asin, (t.xmax = 0) AS inserted]])
+    table.sort(rows, function(a, b) return a.asin < b.asin end)
+    assert.same({ { asin = "B000000001", inserted = false }, { asin = "B000000002", inserted = true } },
+                { rows[1], rows[2] })
+  end)
+end)
+
+describe("host.pg.upsert racing another transaction", function()
+  before_each(function() h.reset_db() end)
+
+  it("answers the id of a row another transaction inserted while the upsert waited for it", function()
+    local ready = h.test_dir .. "/upsert-race-" .. host.clock_ms()
+    local script = h.test_dir .. "/upsert-race-" .. host.clock_ms() .. ".lua"
+    h.write_file(script, string.format([[
+      package.cpath = %q .. "/?.so;" .. package.cpath
+      local pg = require("host").pg
+      assert(pg.connect(%q))
+      assert(pg.begin())
+      local row = assert(pg.query("INSERT INTO title_catalog (asin, title) VALUES ('B000000001', 'T') RETURNING id"))[1]
+      io.open(%q, "w"):write(row.id):close()
+      assert(pg.query("SELECT pg_sleep(1)"))
+      assert(pg.commit())
+    ]], h.root .. "/" .. h.build, DATABASE_URL, ready))
+    os.execute("lua5.4 " .. script .. " >" .. script .. ".log 2>&1 &")
+    local other_id = h.wait_until(function() local s = h.read_file(ready) return s ~= "" and s end, 10, "the other transaction")
+    local res = db.upsert({ table = "title_catalog", key = { "asin" }, columns = { "asin", "title" },
+                            rows = { { asin = "B000000001", title = "T" } }, only_changed = true })
+    assert.same({ { id = other_id, inserted = false, changed = false } }, { table.unpack(res) })
+  end)
+end)
