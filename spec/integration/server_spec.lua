@@ -185,10 +185,10 @@ describe("the HTTP host", function()
 
     it("serves an edited route without a restart, dropping no request under load", function()
       local out = h.test_dir .. "/reload-load"
-      os.execute("mkdir -p " .. out)
+      h.exec("mkdir -p " .. out)
       -- Four clients, each 300 sequential requests, while the route is rewritten 20 times.
       for i = 1, 4 do
-        os.execute(string.format(
+        h.exec(string.format(
           "(for n in $(seq 300); do curl -s -o /dev/null -w '%%{http_code}\\n' --max-time 10 %s/test/version; done > %s/client%d.txt; touch %s/done%d) &",
           srv.url, out, i, out, i))
       end
@@ -260,7 +260,7 @@ describe("graceful shutdown", function()
     local root = h.temp_root({ ["routes/zz_test.lua"] = FIXTURE })
     local srv = h.start_server({ root = root })
     local out = h.test_dir .. "/slow-" .. srv.port
-    os.execute(string.format("(curl -s -o %s.body -w '%%{http_code}' --max-time 20 %s/test/slow?s=1.5 > %s.code) &",
+    h.exec(string.format("(curl -s -o %s.body -w '%%{http_code}' --max-time 20 %s/test/slow?s=1.5 > %s.code) &",
       out, srv.url, out))
     h.sleep(0.5)
     srv:signal("TERM")

@@ -11,7 +11,7 @@ local _M = {}
 local ROOT = os.getenv("PWD")
 local BUILD = os.getenv("SHELFSYNC_BUILD") or "build"
 local TEST_DIR = os.getenv("SHELFSYNC_TEST_DIR") or (ROOT .. "/var/test-adhoc")
-os.execute("mkdir -p '" .. TEST_DIR .. "'")
+os.execute("unset LD_PRELOAD; mkdir -p '" .. TEST_DIR .. "'")
 
 package.path = ROOT .. "/lua/?.lua;" .. ROOT .. "/?.lua;" .. package.path
 package.cpath = ROOT .. "/" .. BUILD .. "/?.so;" .. package.cpath
@@ -37,8 +37,14 @@ local function shell_quote(s)
 end
 _M.shell_quote = shell_quote
 
+-- Runs a shell command like os.execute. Under make test-asan the interpreter is started
+-- with the sanitizer runtime preloaded; tools it starts (curl, sleep) must not inherit it.
+function _M.exec(cmd)
+  return os.execute("unset LD_PRELOAD; " .. cmd)
+end
+
 function _M.sleep(seconds)
-  os.execute("sleep " .. string.format("%.3f", seconds))
+  _M.exec("sleep " .. string.format("%.3f", seconds))
 end
 
 -- Polls fn() until it returns a truthy value or timeout seconds pass; returns that value.
@@ -179,7 +185,7 @@ function _M.try_start(port, opts)
   local cmd = string.format("(cd %s && env %s %s serve >%s 2>&1 & echo $! > %s; wait $!; echo $? > %s) >/dev/null 2>&1 &",
     shell_quote(opts.root or ROOT), table.concat(parts, " "), shell_quote(_M.binary),
     shell_quote(log), shell_quote(pidfile), shell_quote(exitfile))
-  os.execute(cmd)
+  _M.exec(cmd)
   local pid = _M.wait_until(function() return _M.read_file(pidfile) end, 5, "server pid"):match("%d+")
   local srv = setmetatable({ port = port, url = url, pid = pid, log_path = log, pidfile = pidfile,
                              exitfile = exitfile }, Server)
@@ -198,11 +204,11 @@ function _M.try_start(port, opts)
 end
 
 function Server:alive()
-  return os.execute("kill -0 " .. self.pid .. " 2>/dev/null") == true
+  return _M.exec("kill -0 " .. self.pid .. " 2>/dev/null") == true
 end
 
 function Server:signal(sig)
-  os.execute("kill -" .. sig .. " " .. self.pid .. " 2>/dev/null")
+  _M.exec("kill -" .. sig .. " " .. self.pid .. " 2>/dev/null")
 end
 
 -- SIGTERM and wait for the exit; returns true when it exited within timeout seconds.
@@ -241,7 +247,7 @@ local root_seq = 0
 function _M.temp_root(extra)
   root_seq = root_seq + 1
   local dir = TEST_DIR .. "/root-" .. root_seq .. "-" .. tostring(host.clock_ms())
-  assert(os.execute(string.format("mkdir -p %s && cp -r %s/lua %s/routes %s/sql %s/config.lua %s/",
+  assert(_M.exec(string.format("mkdir -p %s && cp -r %s/lua %s/routes %s/sql %s/config.lua %s/",
     shell_quote(dir), ROOT, ROOT, ROOT, ROOT, shell_quote(dir))))
   for rel, text in pairs(extra or {}) do _M.write_file(dir .. "/" .. rel, text) end
   return dir
@@ -249,7 +255,7 @@ end
 
 -- Runs a shell command; returns its exit status and combined output.
 function _M.run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"__exit=$?\""))
+  local p = assert(io.popen("unset LD_PRELOAD; " .. cmd .. " 2>&1; echo \"__exit=$?\""))
   local out = p:read("a")
   p:close()
   local code = tonumber(out:match("__exit=(%d+)%s*$"))
