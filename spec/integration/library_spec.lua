@@ -776,13 +776,12 @@ end)
 describe("one statement per library page", function()
   -- In-process: the route's handler with the real database module, counting the
   -- statements it sends (a spy on host.pg.query, which still runs each one).
-  local pg, user_id
+  local user_id
 
   setup(function()
-    pg = h.db()
     h.reset_db()
     user_id = h.create_user("solo@example.com", "Solo")
-    fx.insert(pg, user_id, fx.generate{ count = 400, seed = 3, asin_prefix = "G1" })
+    fx.insert(h.db(), user_id, fx.generate{ count = 400, seed = 3, asin_prefix = "G1" })
   end)
 
   it("reads a page of 200 entries, its total and its cursor with one query", function()

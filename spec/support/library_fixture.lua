@@ -95,6 +95,12 @@ end
 
 -- ---- vocabulary ----
 
+local function range(from, to)
+  local t = {}
+  for i = from, to do t[#t + 1] = i end
+  return t
+end
+
 -- Each profile: authors (the first is the lead), narrators, language, categories,
 -- publisher, series {name, positions}, known titles used first.
 local PROFILES = {
@@ -122,7 +128,7 @@ local PROFILES = {
   { authors = { "Terry Pratchett" }, narrators = { "Nigel Planer", "Stephen Briggs" },
     language = "en", categories = { "Science Fiction & Fantasy", "Humour" },
     publisher = "Penguin Audio", weight = 5,
-    series = { { name = "Discworld", positions = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41 } } },
+    series = { { name = "Discworld", positions = range(1, 41) } },
     titles = { "The Colour of Magic", "The Light Fantastic", "Equal Rites", "Mort", "Sourcery",
                "Wyrd Sisters", "Pyramids", "Guards! Guards!", "Small Gods" } },
   { authors = { "Dennis E. Taylor" }, narrators = { "Ray Porter" },
@@ -146,7 +152,7 @@ local PROFILES = {
   { authors = { "Patrick O'Brian" }, narrators = { "Simon Vance" },
     language = "en", categories = { "Literature & Fiction", "Historical Fiction" },
     publisher = "Blackstone Audio", weight = 3,
-    series = { { name = "Aubrey-Maturin", positions = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20 } } },
+    series = { { name = "Aubrey-Maturin", positions = range(1, 20) } },
     titles = { "Master and Commander", "Post Captain", "H.M.S. Surprise", "The Mauritius Command",
                "Desolation Island" } },
   { authors = { "Isaac Asimov" }, narrators = { "Scott Brick" },
@@ -194,7 +200,7 @@ local PROFILES = {
   { authors = { "Agatha Christie" }, narrators = { "Hugh Fraser" },
     language = "en", categories = { "Mystery, Thriller & Suspense", "Cozy Mysteries" },
     publisher = "HarperCollins", weight = 3,
-    series = { { name = "Hercule Poirot", positions = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39 } } },
+    series = { { name = "Hercule Poirot", positions = range(1, 39) } },
     titles = { "The Mysterious Affair at Styles", "Murder on the Orient Express",
                "Death on the Nile", "And Then There Were None" } },
   { authors = { "Haruki Murakami" }, narrators = { "Kirby Heyborne" },
