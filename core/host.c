@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "reload.h"
 #include "vm.h"
 
@@ -55,6 +56,17 @@ static int push_clock(lua_State *L, clockid_t id)
     return 1;
 }
 
+/* host.metrics() -> Prometheus text of the process's request metrics */
+static int l_metrics(lua_State *L)
+{
+    char *text = metrics_render();
+    if (!text)
+        return luaL_error(L, "metrics: out of memory");
+    lua_pushstring(L, text);
+    free(text);
+    return 1;
+}
+
 static int l_now_ms(lua_State *L) { return push_clock(L, CLOCK_REALTIME); }
 static int l_clock_ms(lua_State *L) { return push_clock(L, CLOCK_MONOTONIC); }
 
@@ -80,7 +92,8 @@ void host_push(lua_State *L, const char *config_json)
 
     static const luaL_Reg funcs[] = {
         {"log", l_log},         {"traceback", l_traceback}, {"routes_status", l_routes_status},
-        {"now_ms", l_now_ms},   {"clock_ms", l_clock_ms},   {NULL, NULL}};
+        {"now_ms", l_now_ms},   {"clock_ms", l_clock_ms},   {"metrics", l_metrics},
+        {NULL, NULL}};
     luaL_setfuncs(L, funcs, 0);
 
     if (config_json) {

@@ -19,6 +19,7 @@
 #include "conf.h"
 #include "gzip.h"
 #include "log.h"
+#include "metrics.h"
 #include "vm.h"
 #include "worker.h"
 
@@ -52,6 +53,7 @@ struct request {
     char method[16];
     char *path;
     char request_id[65];
+    char route[96];                 /* the matched route template, from Lua; "" if none */
     char remote[INET6_ADDRSTRLEN];
     struct kvlist headers, query, cookies;
     char *body;
@@ -261,6 +263,10 @@ static void add_headers(lua_State *L, struct MHD_Response *resp, int idx)
 static struct MHD_Response *build_response(lua_State *L, struct request *r)
 {
     int idx = lua_gettop(L);
+    lua_getfield(L, idx, "route");
+    if (lua_type(L, -1) == LUA_TSTRING)
+        snprintf(r->route, sizeof r->route, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
     lua_getfield(L, idx, "status");
     lua_Integer status = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 500;
     lua_pop(L, 1);
@@ -475,7 +481,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     int status = r->status ? r->status : (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? 200 : 499);
-    log_request(r->request_id, r->method, r->path, status, ms_since(&r->t0), r->resp_bytes);
+    double ms = ms_since(&r->t0);
+    log_request(r->request_id, r->method, r->path, status, ms, r->resp_bytes);
+    metrics_observe(r->method, r->route[0] ? r->route : NULL, status, ms);
     if (r->resp)
         MHD_destroy_response(r->resp);
     kv_free(&r->headers);

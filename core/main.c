@@ -21,6 +21,7 @@
 #include "conf.h"
 #include "http_server.h"
 #include "log.h"
+#include "metrics.h"
 #include "migrate.h"
 #include "pg.h"
 #include "reload.h"
@@ -202,6 +203,7 @@ static int cmd_serve(struct conf *c)
         return 1;
     }
     write_port_file(http_server_port(srv));
+    metrics_set_gauge("workers", c->workers);
     log_info("shelfsync %s listening on http://%s:%d with %d workers", SHELFSYNC_VERSION,
              c->listen_host, http_server_port(srv), c->workers);
 

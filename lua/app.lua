@@ -134,7 +134,10 @@ function _M.handle(req)
         "the server failed to handle this request (request id " .. req.request_id .. ")")
     end
   end
+  resp.route = route and route.path      -- for the C side's per-route metrics
   cors.decorate(req, resp, config)
+  -- A session renewed by session.authenticate sends its cookie again (lua/session.lua).
+  if req.set_cookies then require("session").decorate(req, resp) end
   return resp
 end
 

@@ -151,6 +151,22 @@ describe("the HTTP host", function()
     assert.matches("assignment to undeclared global 'leaked'", probe("new_global").result)
   end)
 
+  it("counts requests by route template and status in /metrics", function()
+    for _ = 1, 3 do h.request("GET", srv.url .. "/healthz") end
+    h.request("POST", srv.url .. "/test/echo", { body = "{" , headers = { ["Content-Type"] = "application/json" } })
+    local res = h.request("GET", srv.url .. "/metrics")
+    assert.are.equal(200, res.status)
+    assert.matches("^text/plain", res.headers["content-type"])
+    local n = tonumber(res.body:match('shelfsync_requests_total{method="GET",route="/healthz",status="200"} (%d+)'))
+    assert.is_true(n >= 3)
+    local bad = tonumber(res.body:match('shelfsync_requests_total{method="POST",route="/test/echo",status="400"} (%d+)'))
+    assert.is_true(bad >= 1)
+    assert.is_nil(res.body:find("/test/echo?", 1, true))   -- templates, never raw paths
+    assert.truthy(res.body:find('shelfsync_request_duration_ms_bucket{method="GET",route="/healthz",status="200",le="+Inf"}', 1, true))
+    assert.truthy(res.body:find("shelfsync_db_up 1", 1, true))
+    assert.truthy(res.body:find("shelfsync_workers 4", 1, true))
+  end)
+
   describe("CORS", function()
     it("answers a preflight from a configured origin", function()
       local res = h.request("OPTIONS", srv.url .. "/test/echo", { headers = {
@@ -238,6 +254,19 @@ describe("the HTTP host", function()
         return h.request("GET", srv.url .. "/healthz").json.routes.generation == g + 1
       end, 5, "a new generation")
     end)
+  end)
+end)
+
+describe("/metrics with a token", function()
+  it("answers only a scraper that presents the configured token", function()
+    local srv = h.start_server({ env = { SHELFSYNC_METRICS_TOKEN = "scrape-token-123" } })
+    local denied = h.request("GET", srv.url .. "/metrics")
+    local wrong = h.request("GET", srv.url .. "/metrics", { headers = { Authorization = "Bearer nope" } })
+    local ok = h.request("GET", srv.url .. "/metrics", { headers = { Authorization = "Bearer scrape-token-123" } })
+    srv:stop()
+    assert.are.same({ 403, "forbidden" }, { denied.status, denied.json.error })
+    assert.are.equal(403, wrong.status)
+    assert.are.equal(200, ok.status)
   end)
 end)
 

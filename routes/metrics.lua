@@ -1,0 +1,34 @@
+-- Operators: Prometheus metrics. With config.metrics_token set, a scraper sends
+-- "Authorization: Bearer <token>"; without one, only loopback clients are answered.
+local db = require("db")
+local errors = require("errors")
+
+local config = host.config
+local LOOPBACK = { ["127.0.0.1"] = true, ["::1"] = true }
+
+local function authorized(req)
+  local token = config.metrics_token
+  if token == nil or token == "" then return LOOPBACK[req.remote_addr] == true end
+  local given = (req.headers.authorization or ""):match("^Bearer%s+(.+)$")
+  return given ~= nil and host.crypto.equal(given, token)
+end
+
+local function metrics(ctx)
+  if not authorized(ctx.req) then errors.raise(403, "forbidden", "metrics are for operators") end
+  local routes = host.routes_status()
+  local extra = table.concat({
+    "# TYPE shelfsync_db_up gauge",
+    "shelfsync_db_up " .. (db.ping() and 1 or 0),
+    "# TYPE shelfsync_routes_generation gauge",
+    "shelfsync_routes_generation " .. routes.generation,
+    "# TYPE shelfsync_routes_reload_failed gauge",
+    "shelfsync_routes_reload_failed " .. (routes.lastError and 1 or 0),
+    "",
+  }, "\n")
+  return { status = 200, body = host.metrics() .. extra, headers = {
+    ["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8", ["Cache-Control"] = "no-store" } }
+end
+
+return {
+  { method = "GET", path = "/metrics", auth = "none", handler = metrics },
+}
