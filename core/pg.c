@@ -365,8 +365,9 @@ static int sql_is_read(const char *sql)
 ** (caller PQclears) or NULL with e filled. Handles lazy (re)connection, the
 ** lost-transaction state and the single retry of reads (see the top comment).
 */
-static PGresult *conn_exec(struct pg_conn *c, const char *sql, int nparams,
-                           const char *const *values, int flags, struct pg_error *e)
+static PGresult *conn_execp(struct pg_conn *c, const char *sql, int nparams,
+                            const char *const *values, const int *lengths,
+                            const int *formats, int flags, struct pg_error *e)
 {
     int retried = 0;
 
@@ -395,7 +396,7 @@ static PGresult *conn_exec(struct pg_conn *c, const char *sql, int nparams,
             if (conn_open(c, e) < 0)
                 return NULL;
         }
-        res = PQexecParams(c->conn, sql, nparams, NULL, values, NULL, NULL, 0);
+        res = PQexecParams(c->conn, sql, nparams, NULL, values, lengths, formats, 0);
         st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
         if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
             c->in_tx = PQtransactionStatus(c->conn) != PQTRANS_IDLE;
@@ -422,6 +423,13 @@ static PGresult *conn_exec(struct pg_conn *c, const char *sql, int nparams,
             return NULL;
         retried = 1;
     }
+}
+
+/* conn_execp with text parameters. */
+static PGresult *conn_exec(struct pg_conn *c, const char *sql, int nparams,
+                           const char *const *values, int flags, struct pg_error *e)
+{
+    return conn_execp(c, sql, nparams, values, NULL, NULL, flags, e);
 }
 
 struct pg_conn *pg_conn_new(const char *conninfo, int statement_timeout_ms)
@@ -1462,6 +1470,9 @@ struct upsert {
     int rows;                      /* stack index of spec.rows */
     int names;                     /* stack index of the first pushed column name */
     lua_Integer nrows;
+    lua_Integer nuniq;             /* rows sent: one per distinct key */
+    lua_Integer *order;            /* [nuniq] row numbers sent, in key order */
+    lua_Integer *slot;             /* [nrows] index into order[] answering each row */
 };
 
 static int table_col(const struct pg_table *t, const char *name)
@@ -1534,20 +1545,6 @@ static const char *colname(const struct upsert *u, int pos)
     return u->t->cols[u->cols[pos]].name;
 }
 
-/* Appends "<prefix>"k1" = <prefix2>"k1" AND ..." for the key columns. */
-static void add_key_match(luaL_Buffer *B, const struct upsert *u, const char *a, const char *b)
-{
-    for (int i = 0; i < u->nkey; i++) {
-        if (i)
-            luaL_addstring(B, " AND ");
-        luaL_addstring(B, a);
-        add_ident(B, colname(u, u->key[i]));
-        luaL_addstring(B, " = ");
-        luaL_addstring(B, b);
-        add_ident(B, colname(u, u->key[i]));
-    }
-}
-
 /* The new value of updated column pos as the SET and the change test see it. */
 static void add_new_value(luaL_Buffer *B, const struct upsert *u, int pos)
 {
@@ -1561,356 +1558,6 @@ static void add_new_value(luaL_Buffer *B, const struct upsert *u, int pos)
         luaL_addstring(B, "EXCLUDED.");
         add_ident(B, colname(u, pos));
     }
-}
-
-/*
-** Pushes the statement. `input` is the CTE body yielding ss_ord plus the typed
-** columns: unnest of the text[] parameters, or the COPY temp table.
-*/
-static void push_upsert_sql(lua_State *L, const struct upsert *u)
-{
-    luaL_Buffer B;
-    luaL_buffinit(L, &B);
-
-    luaL_addstring(&B, "WITH input AS (");
-    if (u->use_copy) {
-        luaL_addstring(&B, "SELECT * FROM pg_temp.ss_upsert");
-    } else {
-        luaL_addstring(&B, "SELECT u.ss_ord");
-        for (int i = 0; i < u->ncols; i++) {
-            char p[32];
-            snprintf(p, sizeof(p), ", u.ss_p%d::", i + 1);
-            luaL_addstring(&B, p);
-            luaL_addstring(&B, u->t->cols[u->cols[i]].type);
-            luaL_addstring(&B, " AS ");
-            add_ident(&B, colname(u, i));
-        }
-        luaL_addstring(&B, " FROM unnest(");
-        for (int i = 0; i < u->ncols; i++) {
-            char p[32];
-            snprintf(p, sizeof(p), "%s$%d::text[]", i ? ", " : "", i + 1);
-            luaL_addstring(&B, p);
-        }
-        luaL_addstring(&B, ") WITH ORDINALITY AS u(");
-        for (int i = 0; i < u->ncols; i++) {
-            char p[32];
-            snprintf(p, sizeof(p), "ss_p%d, ", i + 1);
-            luaL_addstring(&B, p);
-        }
-        luaL_addstring(&B, "ss_ord)");
-    }
-    luaL_addstring(&B, "), upserted AS (INSERT INTO ");
-    add_ident(&B, u->table);
-    luaL_addstring(&B, " AS t (");
-    for (int i = 0; i < u->ncols; i++) {
-        if (i)
-            luaL_addstring(&B, ", ");
-        add_ident(&B, colname(u, i));
-    }
-    /* DISTINCT ON keeps the last row of each key, as row-by-row upserts would;
-    ** inserting in key order also makes concurrent upserts lock in one order. */
-    luaL_addstring(&B, ") SELECT DISTINCT ON (");
-    for (int i = 0; i < u->nkey; i++) {
-        if (i)
-            luaL_addstring(&B, ", ");
-        add_ident(&B, colname(u, u->key[i]));
-    }
-    luaL_addstring(&B, ")");
-    for (int i = 0; i < u->ncols; i++) {
-        luaL_addstring(&B, i ? ", " : " ");
-        add_ident(&B, colname(u, i));
-    }
-    luaL_addstring(&B, " FROM input ORDER BY ");
-    for (int i = 0; i < u->nkey; i++) {
-        add_ident(&B, colname(u, u->key[i]));
-        luaL_addstring(&B, ", ");
-    }
-    luaL_addstring(&B, "ss_ord DESC ON CONFLICT (");
-    for (int i = 0; i < u->nkey; i++) {
-        if (i)
-            luaL_addstring(&B, ", ");
-        add_ident(&B, colname(u, u->key[i]));
-    }
-    if (u->nupd == 0) {
-        luaL_addstring(&B, ") DO NOTHING");
-    } else {
-        luaL_addstring(&B, ") DO UPDATE SET ");
-        for (int i = 0; i < u->nupd; i++) {
-            if (i)
-                luaL_addstring(&B, ", ");
-            add_ident(&B, colname(u, u->upd[i]));
-            luaL_addstring(&B, " = ");
-            add_new_value(&B, u, u->upd[i]);
-        }
-        if (u->only_changed) {
-            luaL_addstring(&B, " WHERE (");
-            for (int i = 0; i < u->nupd; i++) {
-                if (i)
-                    luaL_addstring(&B, ", ");
-                luaL_addstring(&B, "t.");
-                add_ident(&B, colname(u, u->upd[i]));
-            }
-            luaL_addstring(&B, u->nupd == 1 ? ", NULL) IS DISTINCT FROM (" : ") IS DISTINCT FROM (");
-            for (int i = 0; i < u->nupd; i++) {
-                if (i)
-                    luaL_addstring(&B, ", ");
-                add_new_value(&B, u, u->upd[i]);
-            }
-            luaL_addstring(&B, u->nupd == 1 ? ", NULL)" : ")");
-        }
-    }
-    /* xmax = 0 only on a tuple this statement inserted: an updated row carries
-    ** the updating transaction's id in xmax (undocumented; pinned by a spec). */
-    luaL_addstring(&B, " RETURNING ");
-    for (int i = 0; i < u->nkey; i++) {
-        luaL_addstring(&B, "t.");
-        add_ident(&B, colname(u, u->key[i]));
-        luaL_addstring(&B, ", ");
-    }
-    for (int i = 0; i < u->nret; i++) {
-        luaL_addstring(&B, "t.");
-        add_ident(&B, u->t->cols[u->ret[i]].name);
-        luaL_addstring(&B, " AS ");
-        {
-            char a[32];
-            snprintf(a, sizeof(a), "ss_r%d, ", i + 1);
-            luaL_addstring(&B, a);
-        }
-    }
-    luaL_addstring(&B, "(t.xmax = 0) AS ss_inserted) SELECT ");
-    for (int i = 0; i < u->nret; i++) {
-        char a[64];
-        snprintf(a, sizeof(a), "CASE WHEN r.ss_inserted IS NULL THEN t.");
-        luaL_addstring(&B, a);
-        add_ident(&B, u->t->cols[u->ret[i]].name);
-        snprintf(a, sizeof(a), " ELSE r.ss_r%d END, ", i + 1);
-        luaL_addstring(&B, a);
-    }
-    luaL_addstring(&B, "COALESCE(r.ss_inserted, false), r.ss_inserted IS NOT NULL, "
-                       "r.ss_inserted IS NULL AND t.ctid IS NULL "
-                       "FROM input i LEFT JOIN upserted r ON ");
-    add_key_match(&B, u, "r.", "i.");
-    luaL_addstring(&B, " LEFT JOIN ");
-    add_ident(&B, u->table);
-    luaL_addstring(&B, " t ON r.ss_inserted IS NULL AND ");
-    add_key_match(&B, u, "t.", "i.");
-    luaL_addstring(&B, " ORDER BY i.ss_ord");
-    luaL_pushresult(&B);
-}
-
-/* Pushes row r's value of cols[pos] (raw, may be nil). */
-static int get_cell(lua_State *L, const struct upsert *u, lua_Integer r, int pos)
-{
-    int t;
-    if (lua_rawgeti(L, u->rows, r) != LUA_TTABLE)
-        luaL_error(L, "upsert: spec.rows[%d] is not a table", (int)r);
-    lua_pushvalue(L, u->names + pos);
-    t = lua_gettable(L, -2);  /* honours __index, like any Lua reader would */
-    lua_remove(L, -2);
-    return t;
-}
-
-/*
-** Writes one cell of row r at quoting depth `depth` (1 inside a text[]
-** element, 0 for COPY). `quoted` wraps scalars in quotes (text[] element).
-** Returns 1 when the value is NULL (nothing written), 0 when written,
-** -1 with e filled when refused.
-*/
-static int sink_cell(lua_State *L, struct sink *s, const struct upsert *u, lua_Integer r,
-                     int pos, int depth, struct pg_error *e)
-{
-    const struct pg_column *col = &u->t->cols[u->cols[pos]];
-    int t = get_cell(L, u, r, pos), rc = 0;
-    char num[64];
-    size_t len;
-    const char *str;
-
-    if (t == LUA_TNIL || (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL)) {
-        lua_pop(L, 1);
-        return 1;
-    }
-    if (col->is_array != (t == LUA_TTABLE)) {
-        lua_pop(L, 1);
-        err_set(e, PG_KIND_QUERY, "22P02", "");
-        snprintf(e->msg, sizeof(e->msg), "upsert: rows[%lld].%s must be %s", (long long)r,
-                 col->name, col->is_array ? "an array table or null" : "a scalar or null");
-        return -1;
-    }
-    switch (t) {
-    case LUA_TBOOLEAN:
-        str = lua_toboolean(L, -1) ? "t" : "f";
-        lua_pop(L, 1);
-        if (depth)
-            sink_quote(s, depth - 1);
-        sink_raw(s, str, 1);
-        if (depth)
-            sink_quote(s, depth - 1);
-        return 0;
-    case LUA_TNUMBER:
-        len = format_number(L, -1, num, sizeof(num));
-        lua_pop(L, 1);
-        if (depth)
-            sink_quote(s, depth - 1);
-        sink_raw(s, num, len);
-        if (depth)
-            sink_quote(s, depth - 1);
-        return 0;
-    case LUA_TSTRING:
-        str = lua_tolstring(L, -1, &len);  /* anchored by the row table */
-        lua_pop(L, 1);
-        if (memchr(str, '\0', len)) {
-            err_set(e, PG_KIND_QUERY, "22021", "");
-            snprintf(e->msg, sizeof(e->msg), "upsert: rows[%lld].%s contains a NUL byte",
-                     (long long)r, col->name);
-            return -1;
-        }
-        if (depth)
-            sink_quote(s, depth - 1);
-        sink_text(s, str, len, depth);
-        if (depth)
-            sink_quote(s, depth - 1);
-        return 0;
-    case LUA_TTABLE:
-        lua_replace(L, s->scratch);  /* parked below the buffer (see SINK_SCRATCH) */
-        if (depth)
-            sink_quote(s, depth - 1);
-        rc = sink_array(L, s, s->scratch, depth, 0, e);
-        if (rc < 0) {
-            char m[sizeof(e->msg)];
-            snprintf(m, sizeof(m), "%s", e->msg);
-            snprintf(e->msg, sizeof(e->msg), "upsert: rows[%lld].%.63s: %.900s", (long long)r,
-                     col->name, m);
-            return -1;
-        }
-        if (depth)
-            sink_quote(s, depth - 1);
-        return 0;
-    default:
-        lua_pop(L, 1);
-        err_set(e, PG_KIND_QUERY, "22P02", "");
-        snprintf(e->msg, sizeof(e->msg), "upsert: rows[%lld].%s has an unsupported type (%s)",
-                 (long long)r, col->name, lua_typename(L, t));
-        return -1;
-    }
-}
-
-/*
-** Pushes one text[] literal per listed column (column-major), holding the
-** rows listed in which[] (1-based row numbers; NULL = all rows).
-*/
-static int push_column_params(lua_State *L, const struct upsert *u, const int *positions,
-                              int npos, const lua_Integer *which, lua_Integer count,
-                              const char **values, struct pg_error *e)
-{
-    int scratch;
-
-    luaL_checkstack(L, npos + 8, "upsert columns");
-    scratch = sink_reserve(L);
-    for (int j = 0; j < npos; j++) {
-        luaL_Buffer B;
-        struct sink s = {&B, 0, scratch};
-        luaL_buffinit(L, &B);
-        luaL_addchar(&B, '{');
-        for (lua_Integer i = 0; i < count; i++) {
-            lua_Integer r = which ? which[i] : i + 1;
-            int rc;
-            if (i)
-                luaL_addchar(&B, ',');
-            rc = sink_cell(L, &s, u, r, positions[j], 1, e);
-            if (rc < 0)
-                return -1;
-            if (rc == 1)
-                luaL_addstring(&B, "NULL");
-        }
-        luaL_addchar(&B, '}');
-        luaL_pushresult(&B);
-        values[j] = lua_tostring(L, -1);
-    }
-    return 0;
-}
-
-/* Pushes the COPY text-format data for all rows: ss_ord, then the columns. */
-static int push_copy_data(lua_State *L, const struct upsert *u, struct pg_error *e)
-{
-    luaL_Buffer B;
-    struct sink s = {&B, 1, 0};
-    char num[32];
-
-    s.scratch = sink_reserve(L);
-    luaL_buffinit(L, &B);
-    for (lua_Integer r = 1; r <= u->nrows; r++) {
-        int n = snprintf(num, sizeof(num), "%lld", (long long)r);
-        luaL_addlstring(&B, num, (size_t)n);
-        for (int j = 0; j < u->ncols; j++) {
-            int rc;
-            luaL_addchar(&B, '\t');
-            rc = sink_cell(L, &s, u, r, j, 0, e);
-            if (rc < 0)
-                return -1;
-            if (rc == 1)
-                luaL_addstring(&B, "\\N");
-        }
-        luaL_addchar(&B, '\n');
-    }
-    luaL_pushresult(&B);
-    lua_replace(L, s.scratch);    /* the data takes the scratch slots' place */
-    lua_settop(L, s.scratch);
-    return 0;
-}
-
-/* COPY path: temp table, COPY FROM STDIN. Runs inside the caller's transaction. */
-static int copy_input(lua_State *L, struct pg_conn *c, const struct upsert *u, struct pg_error *e)
-{
-    luaL_Buffer B;
-    PGresult *res;
-    const char *data;
-    size_t len;
-    int ok;
-
-    luaL_buffinit(L, &B);
-    luaL_addstring(&B, "DROP TABLE IF EXISTS pg_temp.ss_upsert; "
-                       "CREATE TEMP TABLE ss_upsert (ss_ord int8");
-    for (int i = 0; i < u->ncols; i++) {
-        luaL_addstring(&B, ", ");
-        add_ident(&B, colname(u, i));
-        luaL_addchar(&B, ' ');
-        luaL_addstring(&B, u->t->cols[u->cols[i]].type);
-    }
-    luaL_addstring(&B, ") ON COMMIT DROP");
-    luaL_pushresult(&B);
-    /* PQexec (simple protocol) for the two statements; the connection was just
-    ** used by BEGIN, so it is alive. */
-    res = PQexec(c->conn, lua_tostring(L, -1));
-    lua_pop(L, 1);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        err_from_result(e, c->conn, res);
-        PQclear(res);
-        return -1;
-    }
-    PQclear(res);
-    if (push_copy_data(L, u, e) < 0)
-        return -1;
-    data = lua_tolstring(L, -1, &len);
-    res = PQexec(c->conn, "COPY pg_temp.ss_upsert FROM STDIN");
-    if (PQresultStatus(res) != PGRES_COPY_IN) {
-        err_from_result(e, c->conn, res);
-        PQclear(res);
-        lua_pop(L, 1);
-        return -1;
-    }
-    PQclear(res);
-    ok = PQputCopyData(c->conn, data, (int)len) == 1;
-    ok = PQputCopyEnd(c->conn, ok ? NULL : "client error") == 1 && ok;
-    lua_pop(L, 1);
-    res = PQgetResult(c->conn);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        ok = 0;
-    if (!ok)
-        err_from_result(e, c->conn, res);
-    PQclear(res);
-    while ((res = PQgetResult(c->conn)) != NULL)
-        PQclear(res);
-    return ok ? 0 : -1;
 }
 
 /* Parses the spec at stack index 1 into u (misuse raises). */
@@ -2010,21 +1657,558 @@ static int upsert_parse(lua_State *L, struct pg_conn *c, struct upsert *u, struc
 }
 
 /*
-** For rows whose key another transaction inserted after this statement's
-** snapshot (so neither RETURNING nor the join saw them), looks the returning
-** columns up again in a new statement. missing[] holds 1-based row numbers;
-** results land in the result table at stack index out.
+** Rows that share a key are sent once (the last of them wins, as row-by-row
+** upserts would have it), and the rows sent are ordered by key, so two
+** transactions upserting overlapping keys lock them in the same order and
+** cannot deadlock on each other. A key is compared as Lua values: a single
+** string key as itself, other keys through a canonical encoding. NULL keys
+** never conflict in PostgreSQL, so each such row stands alone. (Keys that are
+** different Lua values but equal for PostgreSQL, like 42 and "42" for a text
+** column, both reach the statement, which then fails with SQLSTATE 21000.)
 */
-static int upsert_fill_missing(lua_State *L, struct pg_conn *c, const struct upsert *u,
-                               const lua_Integer *missing, lua_Integer nmissing, int out,
-                               struct pg_error *e)
+struct ukey {
+    const char *s;     /* canonical key bytes, anchored in the keys table */
+    size_t len;
+    lua_Integer row;
+};
+
+static int cmp_ukey(const void *a, const void *b)
 {
-    const char **values = lua_newuserdatauv(L, sizeof(*values) * (size_t)u->nkey, 0);
-    int top = lua_gettop(L);
+    const struct ukey *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->s, y->s, n);
+    if (c != 0)
+        return c;
+    return x->len < y->len ? -1 : x->len > y->len;
+}
+
+/* Pushes row r's value of cols[pos] (raw, may be nil). */
+static int get_cell(lua_State *L, const struct upsert *u, lua_Integer r, int pos)
+{
+    int t;
+    if (lua_rawgeti(L, u->rows, r) != LUA_TTABLE)
+        luaL_error(L, "upsert: spec.rows[%d] is not a table", (int)r);
+    lua_pushvalue(L, u->names + pos);
+    t = lua_gettable(L, -2);  /* honours __index, like any Lua reader would */
+    lua_remove(L, -2);
+    return t;
+}
+
+/* Pushes row r's key as a string (see above). -1 with e filled for a table key. */
+static int push_row_key(lua_State *L, const struct upsert *u, lua_Integer r, struct pg_error *e)
+{
+    luaL_Buffer B;
+    char num[80];
+
+    if (u->nkey == 1 && get_cell(L, u, r, u->key[0]) == LUA_TSTRING)
+        return 0;  /* the common case: the string is its own key */
+    if (u->nkey == 1)
+        lua_pop(L, 1);
+    luaL_buffinit(L, &B);
+    luaL_addchar(&B, '\0');  /* no real string key starts with NUL (they are refused) */
+    for (int k = 0; k < u->nkey; k++) {
+        int t = get_cell(L, u, r, u->key[k]);
+        const char *str = NULL;
+        size_t len = 0;
+
+        switch (t) {
+        case LUA_TSTRING:
+            str = lua_tolstring(L, -1, &len);  /* anchored by the row table */
+            lua_pop(L, 1);
+            snprintf(num, sizeof(num), "s%zu:", len);
+            luaL_addstring(&B, num);
+            luaL_addlstring(&B, str, len);
+            break;
+        case LUA_TNUMBER: {
+            lua_Integer i = 0;
+            if (lua_isinteger(L, -1))
+                i = lua_tointeger(L, -1);
+            if (lua_isinteger(L, -1) || lua_numbertointeger(lua_tonumber(L, -1), &i)) {
+                snprintf(num, sizeof(num), "i%lld;", (long long)i);
+            } else {
+                snprintf(num, sizeof(num), "f%.17g;", (double)lua_tonumber(L, -1));
+            }
+            lua_pop(L, 1);
+            luaL_addstring(&B, num);
+            break;
+        }
+        case LUA_TBOOLEAN:
+            luaL_addstring(&B, lua_toboolean(L, -1) ? "bt" : "bf");
+            lua_pop(L, 1);
+            break;
+        case LUA_TNIL:
+        case LUA_TLIGHTUSERDATA:
+            lua_pop(L, 1);
+            snprintf(num, sizeof(num), "n%lld;", (long long)r);
+            luaL_addstring(&B, num);
+            break;
+        default:
+            lua_pop(L, 1);
+            err_set(e, PG_KIND_QUERY, "22P02", "");
+            snprintf(e->msg, sizeof(e->msg), "upsert: rows[%lld].%.63s: a key must be a scalar",
+                     (long long)r, colname(u, u->key[k]));
+            return -1;
+        }
+    }
+    luaL_pushresult(&B);
+    return 0;
+}
+
+/* Fills u->order, u->slot and u->nuniq; the arrays are userdata left on the stack. */
+static int upsert_dedupe(lua_State *L, struct upsert *u, struct pg_error *e)
+{
+    lua_Integer n = u->nrows, nu = 0;
+    struct ukey *uk;
+    int keys, seen;
+
+    lua_createtable(L, (int)n, 0);
+    keys = lua_gettop(L);
+    lua_createtable(L, 0, (int)n);
+    seen = lua_gettop(L);
+    for (lua_Integer r = 1; r <= n; r++) {
+        if (push_row_key(L, u, r, e) < 0)
+            return -1;
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, keys, r);
+        lua_pushinteger(L, r);
+        lua_rawset(L, seen);       /* the last row of a key wins */
+    }
+    uk = lua_newuserdatauv(L, sizeof(*uk) * (size_t)n, 0);
+    u->slot = lua_newuserdatauv(L, sizeof(*u->slot) * (size_t)n, 0);
+    u->order = lua_newuserdatauv(L, sizeof(*u->order) * (size_t)n, 0);
+    for (lua_Integer r = 1; r <= n; r++) {
+        lua_rawgeti(L, keys, r);
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, seen) == LUA_TNUMBER && lua_tointeger(L, -1) == r) {
+            uk[nu].s = lua_tolstring(L, -2, &uk[nu].len);
+            uk[nu].row = r;
+            nu++;
+        }
+        lua_pop(L, 2);
+    }
+    qsort(uk, (size_t)nu, sizeof(*uk), cmp_ukey);
+    for (lua_Integer j = 0; j < nu; j++) {
+        u->order[j] = uk[j].row;
+        lua_rawgeti(L, keys, uk[j].row);
+        lua_pushinteger(L, j);
+        lua_rawset(L, seen);       /* now: key -> position in order[] */
+    }
+    for (lua_Integer r = 1; r <= n; r++) {
+        lua_rawgeti(L, keys, r);
+        lua_rawget(L, seen);
+        u->slot[r - 1] = lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
+    u->nuniq = nu;
+    return 0;
+}
+
+/* ------------------------------------------------------- the statement */
+
+static void add_fmt(luaL_Buffer *B, const char *fmt, int n)
+{
+    char tmp[64];
+    snprintf(tmp, sizeof(tmp), fmt, n);
+    luaL_addstring(B, tmp);
+}
+
+static void add_col_list(luaL_Buffer *B, const struct upsert *u, const char *prefix)
+{
+    for (int i = 0; i < u->ncols; i++) {
+        if (i)
+            luaL_addstring(B, ", ");
+        luaL_addstring(B, prefix);
+        add_ident(B, colname(u, i));
+    }
+}
+
+/* The key columns of the input row `i`: typed columns of the COPY table, or casts. */
+static void add_input_key(luaL_Buffer *B, const struct upsert *u, int k)
+{
+    if (u->use_copy) {
+        luaL_addstring(B, "i.");
+        add_ident(B, colname(u, u->key[k]));
+    } else {
+        add_fmt(B, "i.ss_k%d::", k + 1);
+        luaL_addstring(B, u->t->cols[u->cols[u->key[k]]].type);
+    }
+}
+
+/*
+** Pushes the statement. Rows come from unnest($1::text[], ...) of the binary
+** text[] parameters, one per column, cast to the column types, or from the
+** COPY temp table. The answer has one row per row sent, in order: the
+** returning columns and ss_inserted, NULL when the row was left alone (then
+** a second statement fetches its returning columns: a join to the table here
+** would see the statement's snapshot, which misses a row another transaction
+** inserted meanwhile, and could scan a large table).
+*/
+static void push_upsert_sql(lua_State *L, const struct upsert *u)
+{
+    luaL_Buffer B;
+    luaL_buffinit(L, &B);
+
+    luaL_addstring(&B, "WITH upserted AS (INSERT INTO ");
+    add_ident(&B, u->table);
+    luaL_addstring(&B, " AS t (");
+    add_col_list(&B, u, "");
+    luaL_addstring(&B, ") SELECT ");
+    if (u->use_copy) {
+        add_col_list(&B, u, "");
+        luaL_addstring(&B, " FROM pg_temp.ss_upsert");
+    } else {
+        for (int i = 0; i < u->ncols; i++) {
+            add_fmt(&B, i ? ", u.ss_p%d::" : "u.ss_p%d::", i + 1);
+            luaL_addstring(&B, u->t->cols[u->cols[i]].type);
+        }
+        luaL_addstring(&B, " FROM unnest(");
+        for (int i = 0; i < u->ncols; i++)
+            add_fmt(&B, i ? ", $%d::text[]" : "$%d::text[]", i + 1);
+        luaL_addstring(&B, ") AS u(");
+        for (int i = 0; i < u->ncols; i++)
+            add_fmt(&B, i ? ", ss_p%d" : "ss_p%d", i + 1);
+        luaL_addchar(&B, ')');
+    }
+    luaL_addstring(&B, " ON CONFLICT (");
+    for (int k = 0; k < u->nkey; k++) {
+        if (k)
+            luaL_addstring(&B, ", ");
+        add_ident(&B, colname(u, u->key[k]));
+    }
+    if (u->nupd == 0) {
+        luaL_addstring(&B, ") DO NOTHING");
+    } else {
+        luaL_addstring(&B, ") DO UPDATE SET ");
+        for (int i = 0; i < u->nupd; i++) {
+            if (i)
+                luaL_addstring(&B, ", ");
+            add_ident(&B, colname(u, u->upd[i]));
+            luaL_addstring(&B, " = ");
+            add_new_value(&B, u, u->upd[i]);
+        }
+        if (u->only_changed) {
+            luaL_addstring(&B, " WHERE (");
+            for (int i = 0; i < u->nupd; i++) {
+                if (i)
+                    luaL_addstring(&B, ", ");
+                luaL_addstring(&B, "t.");
+                add_ident(&B, colname(u, u->upd[i]));
+            }
+            luaL_addstring(&B, u->nupd == 1 ? ", NULL) IS DISTINCT FROM (" : ") IS DISTINCT FROM (");
+            for (int i = 0; i < u->nupd; i++) {
+                if (i)
+                    luaL_addstring(&B, ", ");
+                add_new_value(&B, u, u->upd[i]);
+            }
+            luaL_addstring(&B, u->nupd == 1 ? ", NULL)" : ")");
+        }
+    }
+    /* xmax = 0 only on a tuple this statement inserted: an updated row carries
+    ** the updating transaction's id in xmax (undocumented; pinned by a spec). */
+    luaL_addstring(&B, " RETURNING ");
+    for (int k = 0; k < u->nkey; k++) {
+        luaL_addstring(&B, "t.");
+        add_ident(&B, colname(u, u->key[k]));
+        add_fmt(&B, " AS ss_k%d, ", k + 1);
+    }
+    for (int i = 0; i < u->nret; i++) {
+        luaL_addstring(&B, "t.");
+        add_ident(&B, u->t->cols[u->ret[i]].name);
+        add_fmt(&B, " AS ss_r%d, ", i + 1);
+    }
+    luaL_addstring(&B, "(t.xmax = 0) AS ss_inserted) SELECT ");
+    for (int i = 0; i < u->nret; i++)
+        add_fmt(&B, "r.ss_r%d, ", i + 1);
+    luaL_addstring(&B, "r.ss_inserted FROM ");
+    if (u->use_copy) {
+        luaL_addstring(&B, "pg_temp.ss_upsert i");
+    } else {
+        luaL_addstring(&B, "unnest(");
+        for (int k = 0; k < u->nkey; k++)
+            add_fmt(&B, k ? ", $%d::text[]" : "$%d::text[]", u->key[k] + 1);
+        luaL_addstring(&B, ") WITH ORDINALITY AS i(");
+        for (int k = 0; k < u->nkey; k++)
+            add_fmt(&B, "ss_k%d, ", k + 1);
+        luaL_addstring(&B, "ss_ord)");
+    }
+    luaL_addstring(&B, " LEFT JOIN upserted r ON ");
+    for (int k = 0; k < u->nkey; k++) {
+        add_fmt(&B, k ? " AND r.ss_k%d = " : "r.ss_k%d = ", k + 1);
+        add_input_key(&B, u, k);
+    }
+    luaL_addstring(&B, " ORDER BY i.ss_ord");
+    luaL_pushresult(&B);
+}
+
+/* ------------------------------------------------------------ the rows */
+
+static void buf_int32(luaL_Buffer *B, uint32_t v)
+{
+    char b[4] = {(char)(v >> 24), (char)(v >> 16), (char)(v >> 8), (char)v};
+    luaL_addlstring(B, b, 4);
+}
+
+static void buf_patch32(luaL_Buffer *B, size_t off, uint32_t v)
+{
+    char *p = luaL_buffaddr(B) + off;
+    p[0] = (char)(v >> 24);
+    p[1] = (char)(v >> 16);
+    p[2] = (char)(v >> 8);
+    p[3] = (char)v;
+}
+
+/*
+** Writes row r's value of cols[pos] into s: as an element of a binary text[]
+** (int32 length, -1 for NULL, then the bytes) or, for a COPY sink, as a COPY
+** text field (\N for NULL). An array column's value is its array literal.
+** Returns 0, or -1 with e filled for a value of the wrong shape.
+*/
+static int put_cell(lua_State *L, struct sink *s, const struct upsert *u, lua_Integer r,
+                    int pos, int binary, int *has_null, struct pg_error *e)
+{
+    const struct pg_column *col = &u->t->cols[u->cols[pos]];
+    int t = get_cell(L, u, r, pos);
+    char num[64];
+    size_t len = 0;
+    const char *str = NULL;
+
+    if (t == LUA_TNIL || (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL)) {
+        lua_pop(L, 1);
+        if (binary) {
+            buf_int32(s->B, 0xFFFFFFFFu);
+            *has_null = 1;
+        } else {
+            luaL_addstring(s->B, "\\N");
+        }
+        return 0;
+    }
+    if (col->is_array != (t == LUA_TTABLE)) {
+        lua_pop(L, 1);
+        err_set(e, PG_KIND_QUERY, "22P02", "");
+        snprintf(e->msg, sizeof(e->msg), "upsert: rows[%lld].%.63s must be %s", (long long)r,
+                 col->name, col->is_array ? "an array table or null" : "a scalar or null");
+        return -1;
+    }
+    switch (t) {
+    case LUA_TBOOLEAN:
+        str = lua_toboolean(L, -1) ? "t" : "f";
+        len = 1;
+        break;
+    case LUA_TNUMBER:
+        len = format_number(L, -1, num, sizeof(num));
+        str = num;
+        break;
+    case LUA_TSTRING:
+        str = lua_tolstring(L, -1, &len);  /* anchored by the row table */
+        if (memchr(str, '\0', len)) {
+            lua_pop(L, 1);
+            err_set(e, PG_KIND_QUERY, "22021", "");
+            snprintf(e->msg, sizeof(e->msg), "upsert: rows[%lld].%.63s contains a NUL byte",
+                     (long long)r, col->name);
+            return -1;
+        }
+        break;
+    case LUA_TTABLE: {
+        size_t at = luaL_bufflen(s->B);
+        lua_replace(L, s->scratch);  /* parked below the buffer (see SINK_SCRATCH) */
+        if (binary)
+            buf_int32(s->B, 0);      /* the length, patched below */
+        if (sink_array(L, s, s->scratch, 0, 0, e) < 0) {
+            char m[sizeof(e->msg)];
+            snprintf(m, sizeof(m), "%s", e->msg);
+            snprintf(e->msg, sizeof(e->msg), "upsert: rows[%lld].%.63s: %.900s", (long long)r,
+                     col->name, m);
+            return -1;
+        }
+        if (binary)
+            buf_patch32(s->B, at, (uint32_t)(luaL_bufflen(s->B) - at - 4));
+        return 0;
+    }
+    default:
+        lua_pop(L, 1);
+        err_set(e, PG_KIND_QUERY, "22P02", "");
+        snprintf(e->msg, sizeof(e->msg), "upsert: rows[%lld].%.63s has an unsupported type (%s)",
+                 (long long)r, col->name, lua_typename(L, t));
+        return -1;
+    }
+    lua_pop(L, 1);  /* str stays valid: anchored by the row table, or in num */
+    if (binary) {
+        buf_int32(s->B, (uint32_t)len);
+        luaL_addlstring(s->B, str, len);
+    } else {
+        sink_raw(s, str, len);
+    }
+    return 0;
+}
+
+/*
+** Pushes one binary text[] parameter per listed column (positions into
+** cols[]), holding the rows listed in which[] (row numbers). values[j] and
+** lengths[j] point at the pushed strings.
+*/
+static int push_column_params(lua_State *L, const struct upsert *u, const int *positions,
+                              int npos, const lua_Integer *which, lua_Integer count,
+                              const char **values, int *lengths, struct pg_error *e)
+{
+    int scratch;
+
+    luaL_checkstack(L, npos + 8, "upsert columns");
+    scratch = sink_reserve(L);
+    for (int j = 0; j < npos; j++) {
+        luaL_Buffer B;
+        struct sink s = {&B, 0, scratch};
+        int has_null = 0;
+        size_t len;
+
+        luaL_buffinit(L, &B);
+        buf_int32(&B, count > 0 ? 1 : 0);   /* dimensions */
+        buf_int32(&B, 0);                   /* has NULLs, patched below */
+        buf_int32(&B, 25);                  /* element type: text */
+        if (count > 0) {
+            buf_int32(&B, (uint32_t)count);
+            buf_int32(&B, 1);               /* lower bound */
+        }
+        for (lua_Integer i = 0; i < count; i++)
+            if (put_cell(L, &s, u, which[i], positions[j], 1, &has_null, e) < 0)
+                return -1;
+        if (has_null)
+            buf_patch32(&B, 4, 1);
+        luaL_pushresult(&B);
+        values[j] = lua_tolstring(L, -1, &len);
+        if (len > INT32_MAX) {
+            err_set(e, PG_KIND_QUERY, "54000", "upsert: a column's values exceed 2 GiB");
+            return -1;
+        }
+        lengths[j] = (int)len;
+    }
+    return 0;
+}
+
+/* Pushes the COPY text-format data of the rows sent: ss_ord, then the columns. */
+static int push_copy_data(lua_State *L, const struct upsert *u, struct pg_error *e)
+{
+    luaL_Buffer B;
+    struct sink s = {&B, 1, 0};
+    char num[32];
+    int unused;
+
+    s.scratch = sink_reserve(L);
+    luaL_buffinit(L, &B);
+    for (lua_Integer j = 0; j < u->nuniq; j++) {
+        int n = snprintf(num, sizeof(num), "%lld", (long long)(j + 1));
+        luaL_addlstring(&B, num, (size_t)n);
+        for (int c = 0; c < u->ncols; c++) {
+            luaL_addchar(&B, '\t');
+            if (put_cell(L, &s, u, u->order[j], c, 0, &unused, e) < 0)
+                return -1;
+        }
+        luaL_addchar(&B, '\n');
+    }
+    luaL_pushresult(&B);
+    lua_replace(L, s.scratch);    /* the data takes the scratch slots' place */
+    lua_settop(L, s.scratch);
+    return 0;
+}
+
+/* COPY path: a temp table filled by COPY FROM STDIN, in the caller's transaction. */
+static int copy_input(lua_State *L, struct pg_conn *c, const struct upsert *u, struct pg_error *e)
+{
     luaL_Buffer B;
     PGresult *res;
+    const char *data;
+    size_t len;
+    int ok;
 
-    if (push_column_params(L, u, u->key, u->nkey, missing, nmissing, values, e) < 0)
+    luaL_buffinit(L, &B);
+    luaL_addstring(&B, "DROP TABLE IF EXISTS pg_temp.ss_upsert; "
+                       "CREATE TEMP TABLE ss_upsert (ss_ord int8");
+    for (int i = 0; i < u->ncols; i++) {
+        luaL_addstring(&B, ", ");
+        add_ident(&B, colname(u, i));
+        luaL_addchar(&B, ' ');
+        luaL_addstring(&B, u->t->cols[u->cols[i]].type);
+    }
+    luaL_addstring(&B, ") ON COMMIT DROP");
+    luaL_pushresult(&B);
+    /* PQexec (simple protocol) for the two statements; the connection was just
+    ** used by BEGIN, so it is alive. */
+    res = PQexec(c->conn, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        err_from_result(e, c->conn, res);
+        PQclear(res);
+        return -1;
+    }
+    PQclear(res);
+    if (push_copy_data(L, u, e) < 0)
+        return -1;
+    data = lua_tolstring(L, -1, &len);
+    res = PQexec(c->conn, "COPY pg_temp.ss_upsert FROM STDIN");
+    if (PQresultStatus(res) != PGRES_COPY_IN) {
+        err_from_result(e, c->conn, res);
+        PQclear(res);
+        lua_pop(L, 1);
+        return -1;
+    }
+    PQclear(res);
+    ok = len <= INT32_MAX && PQputCopyData(c->conn, data, (int)len) == 1;
+    ok = PQputCopyEnd(c->conn, ok ? NULL : "client error") == 1 && ok;
+    lua_pop(L, 1);
+    res = PQgetResult(c->conn);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        ok = 0;
+    if (!ok)
+        err_from_result(e, c->conn, res);
+    PQclear(res);
+    while ((res = PQgetResult(c->conn)) != NULL)
+        PQclear(res);
+    return ok ? 0 : -1;
+}
+
+/* Sets the returning columns of row i of res (from column `first` on) into the table on top. */
+static void set_returning(lua_State *L, const struct upsert *u, PGresult *res, int i, int first,
+                          const struct pg_type *types, int mt)
+{
+    for (int k = 0; k < u->nret; k++) {
+        if (PQgetisnull(res, i, first + k)) {
+            lua_pushlightuserdata(L, NULL);
+        } else {
+            const char *v = PQgetvalue(res, i, first + k);
+            size_t n = (size_t)PQgetlength(res, i, first + k);
+            if (types[k].kind == V_ARRAY)
+                push_array(L, v, n, &types[k], mt);
+            else
+                push_scalar(L, v, n, types[k].kind);
+        }
+        lua_setfield(L, -2, u->t->cols[u->ret[k]].name);
+    }
+}
+
+/*
+** The rows left alone by the upsert (unchanged, or DO NOTHING, or inserted by
+** another transaction after the statement's snapshot): a new statement looks
+** their returning columns up by key. missing[] holds positions in u->order;
+** the answers are the tables ans[position + 1].
+*/
+static int upsert_fill_missing(lua_State *L, struct pg_conn *c, const struct upsert *u,
+                               const lua_Integer *missing, lua_Integer nmissing, int ans,
+                               int mt, struct pg_error *e)
+{
+    int top = lua_gettop(L);
+    const char **values = lua_newuserdatauv(L, sizeof(*values) * (size_t)u->nkey, 0);
+    int *lengths = lua_newuserdatauv(L, sizeof(*lengths) * (size_t)u->nkey, 0);
+    int *formats = lua_newuserdatauv(L, sizeof(*formats) * (size_t)u->nkey, 0);
+    lua_Integer *rows = lua_newuserdatauv(L, sizeof(*rows) * (size_t)nmissing, 0);
+    struct pg_type *types = lua_newuserdatauv(L, sizeof(*types) * (size_t)u->nret, 0);
+    luaL_Buffer B;
+    PGresult *res;
+    int box;
+
+    for (lua_Integer m = 0; m < nmissing; m++)
+        rows[m] = u->order[missing[m]];
+    for (int k = 0; k < u->nkey; k++)
+        formats[k] = 1;
+    if (push_column_params(L, u, u->key, u->nkey, rows, nmissing, values, lengths, e) < 0)
         return -1;
     luaL_buffinit(L, &B);
     luaL_addstring(&B, "SELECT k.ss_ord");
@@ -2033,59 +2217,45 @@ static int upsert_fill_missing(lua_State *L, struct pg_conn *c, const struct ups
         add_ident(&B, u->t->cols[u->ret[i]].name);
     }
     luaL_addstring(&B, " FROM unnest(");
-    for (int i = 0; i < u->nkey; i++) {
-        char p[32];
-        snprintf(p, sizeof(p), "%s$%d::text[]", i ? ", " : "", i + 1);
-        luaL_addstring(&B, p);
-    }
+    for (int k = 0; k < u->nkey; k++)
+        add_fmt(&B, k ? ", $%d::text[]" : "$%d::text[]", k + 1);
     luaL_addstring(&B, ") WITH ORDINALITY AS k(");
-    for (int i = 0; i < u->nkey; i++) {
-        char p[32];
-        snprintf(p, sizeof(p), "ss_k%d, ", i + 1);
-        luaL_addstring(&B, p);
-    }
+    for (int k = 0; k < u->nkey; k++)
+        add_fmt(&B, "ss_k%d, ", k + 1);
     luaL_addstring(&B, "ss_ord) JOIN ");
     add_ident(&B, u->table);
     luaL_addstring(&B, " t ON ");
-    for (int i = 0; i < u->nkey; i++) {
-        char p[32];
-        const struct pg_column *col = &u->t->cols[u->cols[u->key[i]]];
-        if (i)
+    for (int k = 0; k < u->nkey; k++) {
+        const struct pg_column *col = &u->t->cols[u->cols[u->key[k]]];
+        if (k)
             luaL_addstring(&B, " AND ");
         luaL_addstring(&B, "t.");
         add_ident(&B, col->name);
-        snprintf(p, sizeof(p), " = k.ss_k%d::", i + 1);
-        luaL_addstring(&B, p);
+        add_fmt(&B, " = k.ss_k%d::", k + 1);
         luaL_addstring(&B, col->type);
     }
     luaL_pushresult(&B);
-    res = conn_exec(c, lua_tostring(L, -1), u->nkey, values, EXEC_NO_RECONNECT, e);
-    lua_settop(L, top - 1);
-    if (res == NULL)
+    res = conn_execp(c, lua_tostring(L, -1), u->nkey, values, lengths, formats,
+                     EXEC_NO_RECONNECT, e);
+    if (res == NULL) {
+        lua_settop(L, top);
         return -1;
+    }
     result_box(L, res);
-    push_rows(L, c, res);
-    PQclear(res);
-    *(PGresult **)lua_touserdata(L, -2) = NULL;
-    /* rows: {ss_ord=, <returning columns>} -> copy into out[missing[ss_ord]] */
-    for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -1); i++) {
-        lua_Integer ord;
-        lua_rawgeti(L, -1, i);
-        lua_getfield(L, -1, "ss_ord");
-        ord = lua_tointeger(L, -1);
-        lua_pop(L, 1);
-        if (ord >= 1 && ord <= nmissing) {
-            lua_rawgeti(L, out, missing[ord - 1]);
-            for (int k = 0; k < u->nret; k++) {
-                const char *n = u->t->cols[u->ret[k]].name;
-                lua_getfield(L, -2, n);
-                lua_setfield(L, -2, n);
-            }
-            lua_pop(L, 1);
-        }
+    box = lua_gettop(L);
+    for (int k = 0; k < u->nret; k++)
+        type_resolve(c, PQftype(res, k + 1), &types[k]);
+    for (int i = 0; i < PQntuples(res); i++) {
+        lua_Integer ord = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+        if (ord < 1 || ord > nmissing)
+            continue;
+        lua_rawgeti(L, ans, missing[ord - 1] + 1);
+        set_returning(L, u, res, i, 1, types, mt);
         lua_pop(L, 1);
     }
-    lua_pop(L, 2);
+    PQclear(res);
+    *(PGresult **)lua_touserdata(L, box) = NULL;
+    lua_settop(L, top);
     return 0;
 }
 
@@ -2096,21 +2266,24 @@ static int upsert_fill_missing(lua_State *L, struct pg_conn *c, const struct ups
 **         rows = {{asin = ..., ...}, ...}, update = {...}, only_changed = true,
 **         keep_on_null = {...}, returning = {"id"}, method = "unnest"|"copy"}
 **
-** One statement for all rows: the rows travel as one text[] parameter per
-** column (an array column's values as array literals inside it), unnested,
-** cast to the column types, deduplicated on the key (the last row of a key
-** wins), inserted with ON CONFLICT (key) DO UPDATE SET the `update` columns
-** (default: every non-key column; an empty list means DO NOTHING), with
-** COALESCE(new, old) for keep_on_null columns and, with only_changed, a WHERE
-** that skips rows whose updated columns would not change. Table and column
-** names are checked against the catalog (cached per connection); the values
-** never become SQL text.
+** One statement for all rows: the rows travel as one binary text[] parameter
+** per column (an array column's values as array literals), unnested, cast to
+** the column types and inserted with ON CONFLICT (key) DO UPDATE SET the
+** `update` columns (default: every non-key column; an empty list means DO
+** NOTHING), with COALESCE(new, old) for keep_on_null columns and, with
+** only_changed, a WHERE that skips rows whose updated columns would not
+** change. Rows sharing a key are sent once, the last one winning, in key
+** order (see upsert_dedupe). Rows the statement left alone get their
+** returning columns from a second statement. Table and column names are
+** checked against the catalog (cached per connection); values never become
+** SQL text.
 **
 ** results[i] answers rows[i]: {<returning columns, default id>, inserted =
 ** true when the row was created, changed = true when it was created or
-** rewritten}; rows that share a key share the answer. method "copy" loads the rows with COPY
-** into a temp table and merges from it (bench/RESULTS.md compares the two).
-** Runs inside the caller's transaction if one is open.
+** rewritten}; rows that share a key share one answer table. method "copy"
+** loads the rows with COPY into a temp table and merges from there
+** (bench/RESULTS.md compares the two). Runs inside the caller's transaction
+** if one is open; misuse of the spec raises.
 */
 static int l_upsert(lua_State *L)
 {
@@ -2119,18 +2292,22 @@ static int l_upsert(lua_State *L)
     struct pg_error e, e2;
     PGresult *res = NULL;
     lua_Integer *missing, nmissing = 0;
-    int out, box, mt, own_tx = 0, sqlidx;
+    int out, ans, box, mt, own_tx = 0, sqlidx;
     struct pg_type *types;
 
     lua_settop(L, 1);
     if (upsert_parse(L, c, &u, &e) < 0)
         return push_error(L, &e);
+    push_array_mt(L);
+    mt = lua_gettop(L);
     if (u.nrows == 0) {
         lua_newtable(L);
-        push_array_mt(L);
+        lua_pushvalue(L, mt);
         lua_setmetatable(L, -2);
         return 1;
     }
+    if (upsert_dedupe(L, &u, &e) < 0)
+        return push_error(L, &e);
     push_upsert_sql(L, &u);
     sqlidx = lua_gettop(L);
     if (u.use_copy) {
@@ -2151,57 +2328,47 @@ static int l_upsert(lua_State *L)
         res = conn_exec(c, lua_tostring(L, sqlidx), 0, NULL, EXEC_NO_RECONNECT, &e);
     } else {
         const char **values = lua_newuserdatauv(L, sizeof(*values) * (size_t)u.ncols, 0);
+        int *lengths = lua_newuserdatauv(L, sizeof(*lengths) * (size_t)u.ncols, 0);
+        int *formats = lua_newuserdatauv(L, sizeof(*formats) * (size_t)u.ncols, 0);
         int positions[UPSERT_MAX_COLS];
-        for (int i = 0; i < u.ncols; i++)
+        for (int i = 0; i < u.ncols; i++) {
             positions[i] = i;
-        if (push_column_params(L, &u, positions, u.ncols, NULL, u.nrows, values, &e) < 0)
+            formats[i] = 1;
+        }
+        if (push_column_params(L, &u, positions, u.ncols, u.order, u.nuniq, values, lengths,
+                               &e) < 0)
             return push_error(L, &e);
-        res = conn_exec(c, lua_tostring(L, sqlidx), u.ncols, values, 0, &e);
+        res = conn_execp(c, lua_tostring(L, sqlidx), u.ncols, values, lengths, formats, 0, &e);
     }
     if (res == NULL)
         goto fail;
     result_box(L, res);
     box = lua_gettop(L);
-    if (PQntuples(res) != u.nrows || PQnfields(res) != u.nret + 3) {
+    if (PQntuples(res) != u.nuniq || PQnfields(res) != u.nret + 1) {
         err_set(&e, PG_KIND_QUERY, "XX000", "upsert: unexpected result shape");
         goto fail;
     }
     types = lua_newuserdatauv(L, sizeof(*types) * (size_t)u.nret, 0);
-    missing = lua_newuserdatauv(L, sizeof(*missing) * (size_t)u.nrows, 0);
+    missing = lua_newuserdatauv(L, sizeof(*missing) * (size_t)u.nuniq, 0);
     for (int k = 0; k < u.nret; k++)
         type_resolve(c, PQftype(res, k), &types[k]);
-    push_array_mt(L);
-    mt = lua_gettop(L);
-    lua_createtable(L, (int)u.nrows, 0);
-    out = lua_gettop(L);
-    lua_pushvalue(L, mt);
-    lua_setmetatable(L, out);
-    for (int i = 0; i < (int)u.nrows; i++) {
+    lua_createtable(L, (int)u.nuniq, 0);
+    ans = lua_gettop(L);
+    for (int j = 0; j < (int)u.nuniq; j++) {
+        int left_alone = PQgetisnull(res, j, u.nret);
         lua_createtable(L, 0, u.nret + 2);
-        for (int k = 0; k < u.nret; k++) {
-            if (PQgetisnull(res, i, k)) {
-                lua_pushlightuserdata(L, NULL);
-            } else {
-                const char *v = PQgetvalue(res, i, k);
-                size_t n = (size_t)PQgetlength(res, i, k);
-                if (types[k].kind == V_ARRAY)
-                    push_array(L, v, n, &types[k], mt);
-                else
-                    push_scalar(L, v, n, types[k].kind);
-            }
-            lua_setfield(L, -2, u.t->cols[u.ret[k]].name);
-        }
-        lua_pushboolean(L, PQgetvalue(res, i, u.nret)[0] == 't');
+        set_returning(L, &u, res, j, 0, types, mt);
+        lua_pushboolean(L, !left_alone && PQgetvalue(res, j, u.nret)[0] == 't');
         lua_setfield(L, -2, "inserted");
-        lua_pushboolean(L, PQgetvalue(res, i, u.nret + 1)[0] == 't');
+        lua_pushboolean(L, !left_alone);
         lua_setfield(L, -2, "changed");
-        lua_rawseti(L, out, i + 1);
-        if (PQgetvalue(res, i, u.nret + 2)[0] == 't')
-            missing[nmissing++] = i + 1;
+        lua_rawseti(L, ans, j + 1);
+        if (left_alone)
+            missing[nmissing++] = j;
     }
     PQclear(res);
     *(PGresult **)lua_touserdata(L, box) = NULL;
-    if (nmissing > 0 && upsert_fill_missing(L, c, &u, missing, nmissing, out, &e) < 0)
+    if (nmissing > 0 && upsert_fill_missing(L, c, &u, missing, nmissing, ans, mt, &e) < 0)
         goto fail;
     if (own_tx) {
         PGresult *cm = conn_exec(c, "COMMIT", 0, NULL, EXEC_NO_RECONNECT, &e);
@@ -2210,7 +2377,14 @@ static int l_upsert(lua_State *L)
             return push_error(L, &e);
         PQclear(cm);
     }
-    lua_settop(L, out);
+    lua_createtable(L, (int)u.nrows, 0);
+    out = lua_gettop(L);
+    lua_pushvalue(L, mt);
+    lua_setmetatable(L, out);
+    for (lua_Integer r = 0; r < u.nrows; r++) {
+        lua_rawgeti(L, ans, u.slot[r] + 1);
+        lua_rawseti(L, out, r + 1);
+    }
     return 1;
 fail:
     if (e.kind == PG_KIND_QUERY && strncmp(e.sqlstate, "42", 2) == 0)

@@ -500,6 +500,31 @@ for _, method in ipairs({ "unnest", "copy" }) do
       end)
     end)
 
+    it("upserts on a composite key with enum, timestamptz and NULL-able columns (user_library)", function()
+      local user = h.create_user("upsert-" .. method .. "@example.com")
+      local titles = upsert(catalog_spec(rows_of(1, 3)))
+      local function entry(i, source, progress)
+        return { user_id = user, title_id = titles[i].id, source = source, listening_progress = progress,
+                 personal_rating = null, date_added = "2024-01-0" .. i .. "T10:00:00.250Z", removed_at = null }
+      end
+      local spec = { table = "user_library", key = { "user_id", "title_id" }, only_changed = true,
+                     columns = { "user_id", "title_id", "source", "listening_progress", "personal_rating", "date_added", "removed_at" } }
+      spec.rows = { entry(1, "LIBRARY", 0), entry(2, "WISHLIST", 0), entry(3, "LIBRARY", 100) }
+      local first = upsert(spec)
+      assert.equal("icicic", flags(first))
+      db.query("UPDATE user_library SET removed_at = now() WHERE title_id = $1", titles[3].id)
+      spec.rows = { entry(1, "LIBRARY", 0), entry(2, "LIBRARY", 0), entry(3, "LIBRARY", 100) }
+      local again = upsert(spec)
+      assert.equal("---c-c", flags(again))
+      assert.same({ first[1].id, first[2].id, first[3].id }, { again[1].id, again[2].id, again[3].id })
+      local rows = db.query([[SELECT source, date_added, removed_at FROM user_library WHERE user_id = $1
+                               ORDER BY date_added]], user)
+      assert.same({ { source = "LIBRARY", date_added = "2024-01-01T10:00:00.250Z", removed_at = null },
+                    { source = "LIBRARY", date_added = "2024-01-02T10:00:00.250Z", removed_at = null },
+                    { source = "LIBRARY", date_added = "2024-01-03T10:00:00.250Z", removed_at = null } },
+                  { table.unpack(rows) })
+    end)
+
     it("refuses a value of the wrong shape for a column, naming the row and column", function()
       local rows = rows_of(1, 2)
       rows[2].authors = "not an array"
