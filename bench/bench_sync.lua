@@ -1,0 +1,179 @@
+-- bench_sync: end-to-end HTTP syncs against a running server (scripts/bench-sync.sh starts
+-- it on a throwaway database and passes its URL and pid).
+--
+--   lua5.4 bench/bench_sync.lua            (env: BENCH_URL, BENCH_PID, DATABASE_URL,
+--                                           BENCH_SIZES="1000,10000", BENCH_RUNS=3)
+--
+-- For each size: a first sync into an empty catalog ("cold"), a first sync of another user
+-- whose titles the catalog already holds ("warm"), an unchanged re-sync, and a re-sync with
+-- 10% of titles changed. Each is timed from the request's first byte to the answer's last
+-- (the JSON body is encoded beforehand, as the extension would have it ready), BENCH_RUNS
+-- times; the median is reported with items/s and the server's peak RSS (VmHWM) so far.
+-- Then the Lua VM instructions one 10,000-title import runs (prepare + transaction) are
+-- counted in-process against the same database, for comparison with instruction_limit.
+package.path = "./?.lua;./lua/?.lua;" .. package.path
+package.cpath = "./build/?.so;" .. package.cpath
+
+local host = require("host")
+local lib = require("spec.fixtures.library")
+
+local URL = assert(os.getenv("BENCH_URL"), "BENCH_URL not set: run scripts/bench-sync.sh")
+local PID = os.getenv("BENCH_PID")
+local RUNS = tonumber(os.getenv("BENCH_RUNS") or "3")
+local SIZES = {}
+for n in (os.getenv("BENCH_SIZES") or "1000,10000"):gmatch("%d+") do SIZES[#SIZES + 1] = tonumber(n) end
+
+local encode = host.json.encode
+
+local function vmhwm_mib()
+  if not PID then return nil end
+  local f = io.open("/proc/" .. PID .. "/status")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  local kb = s:match("VmHWM:%s*(%d+) kB")
+  return kb and tonumber(kb) / 1024 or nil
+end
+
+local function request(method, path, opts)
+  opts = opts or {}
+  local res, err = host.http.request{
+    method = method, url = URL .. path, headers = opts.headers or {}, body = opts.body,
+    timeout_ms = 120000,
+  }
+  assert(res, err)
+  return res
+end
+
+-- A signed-in user: the dev-login session cookie.
+local function login(email)
+  local res = request("POST", "/auth/dev/login", {
+    headers = { ["Content-Type"] = "application/json", Origin = URL },
+    body = encode({ email = email, name = email:match("^[^@]+") }),
+  })
+  assert(res.status == 200, "dev login failed: " .. res.status .. " " .. res.body)
+  for _, c in ipairs(res.cookies or {}) do
+    local name, value = c:match("^%s*([^=;]+)=([^;]*)")
+    if name == "shelfsync_session" then return name .. "=" .. value end
+  end
+  error("no session cookie")
+end
+
+local function token(cookie)
+  local res = request("POST", "/api/sync/token", { headers = { Cookie = cookie, Origin = URL } })
+  assert(res.status == 200, "token: " .. res.status .. " " .. res.body)
+  return host.json.decode(res.body).token
+end
+
+-- One timed import; returns ms and the decoded answer.
+local function sync(cookie, body)
+  local tok = token(cookie)
+  local t0 = host.clock_ms()
+  local res = request("POST", "/api/sync/import", {
+    headers = { Authorization = "Bearer " .. tok, ["Content-Type"] = "application/json" },
+    body = body,
+  })
+  local ms = host.clock_ms() - t0
+  assert(res.status == 200, "import: " .. res.status .. " " .. res.body:sub(1, 500))
+  return ms, host.json.decode(res.body)
+end
+
+local function median(t)
+  table.sort(t)
+  return t[(#t + 1) // 2]
+end
+
+local results = {}
+local function report(scenario, n, times, answer)
+  local ms = median(times)
+  local row = {
+    scenario = scenario, n = n, ms = ms, rate = n / (ms / 1000), rss = vmhwm_mib(),
+    new = answer.newToCatalog, runs = #times,
+  }
+  results[#results + 1] = row
+  print(string.format("%-34s %6d titles  %7.0f ms  %8.0f items/s  new %6d  peak RSS %s",
+    scenario, n, ms, row.rate, answer.newToCatalog,
+    row.rss and string.format("%.1f MiB", row.rss) or "?"))
+end
+
+local salt = 1
+for _, n in ipairs(SIZES) do
+  local cold, warm, same, changed = {}, {}, {}, {}
+  local answer
+  local base_items, base_user
+  for run = 1, RUNS do
+    -- cold: a catalog that has none of these titles (a new ASIN range each run)
+    salt = salt + 1
+    local items = lib.generate(n, { seed = salt, salt = salt * 1000 })
+    local body = lib.payload(items, encode)
+    local user = login(string.format("cold-%d-%d@bench.example", n, run))
+    cold[run], answer = sync(user, body)
+    assert(answer.newToCatalog == n, "cold sync found titles in the catalog")
+    if run == 1 then
+      base_items, base_user = items, user
+      report("first sync, empty catalog", n, { cold[1] }, answer)
+    end
+  end
+  report("first sync, empty catalog (median)", n, cold, answer)
+
+  local body = lib.payload(base_items, encode)
+  for run = 1, RUNS do
+    local user = login(string.format("warm-%d-%d@bench.example", n, run))
+    warm[run], answer = sync(user, body)
+  end
+  report("first sync, titles already known", n, warm, answer)
+
+  for run = 1, RUNS do
+    same[run], answer = sync(base_user, body)
+  end
+  report("unchanged re-sync", n, same, answer)
+
+  local current = base_items
+  for run = 1, RUNS do
+    local mutated = lib.mutate(current, 0.10, { seed = 100 + run })
+    changed[run], answer = sync(base_user, lib.payload(mutated, encode))
+    current = mutated
+  end
+  report("re-sync, 10% of titles changed", n, changed, answer)
+end
+
+-- Instructions: the same import in-process (no HTTP), counted by a hook every 1000
+-- instructions, as the server's budget counts them.
+local function count_instructions(n)
+  local config = dofile("./config.lua")
+  rawset(_G, "host", setmetatable({ config = config, log = function() end }, { __index = host }))
+  assert(host.pg.connect(assert(os.getenv("DATABASE_URL"))))
+  local validate = require("validate")
+  local si = require("sync_import")
+  local user = host.pg.query("INSERT INTO users (email) VALUES ($1) RETURNING id",
+    "count-" .. n .. "@bench.example")[1].id
+  local jti = host.crypto.uuid()
+  host.pg.query("INSERT INTO sync_tokens (jti, user_id, expires_at) VALUES ($1, $2, now() + interval '1 hour')",
+    jti, user)
+  local text = lib.payload(lib.generate(n, { seed = 4242, salt = 4242000 }), encode)
+  local body = host.json.decode(text)
+  local count = 0
+  debug.sethook(function() count = count + 1000 end, "", 1000)
+  local prep = si.prepare(body, validate.text_ok(text))
+  local mid = count
+  si.run(user, jti, prep)
+  debug.sethook()
+  return mid, count
+end
+
+local n = SIZES[#SIZES]
+local prep_i, total_i = count_instructions(n)
+print(string.format("Lua instructions for one %d-title import: %.1f M (validation %.1f M), " ..
+  "%.0f%% of instruction_limit", n, total_i / 1e6, prep_i / 1e6,
+  total_i * 100 / (dofile("./config.lua").instruction_limit)))
+
+-- Markdown rows for bench/RESULTS.md
+print()
+print("| scenario | titles | ms (median of " .. RUNS .. ") | items/s | server peak RSS |")
+print("|---|---:|---:|---:|---:|")
+for _, r in ipairs(results) do
+  if r.runs > 1 then
+    print(string.format("| %s | %d | %.0f | %.0f | %s |", (r.scenario:gsub(" %(median%)", "")), r.n,
+      r.ms, r.rate, r.rss and string.format("%.0f MiB", r.rss) or "?"))
+  end
+end

@@ -1,0 +1,595 @@
+-- sync_import: the library import behind POST /api/sync/import (DESIGN.md, "Sync contract").
+--
+--   local prep = sync_import.prepare(body[, text_checked])   -- validation only; raises 422
+--   local result = sync_import.run(user_id, jti, prep)        -- one transaction, see below
+--   sync_import.record_failure(user_id, message[, warnings])
+--
+-- prepare(body) checks the envelope ({"titles": [...]}, at most sync_max_titles), validates
+-- every item against sync_rules.ITEM (in place: the decoded tables become the rows), skips
+-- invalid ones with a warning, keeps one item per ASIN (LIBRARY beats WISHLIST) and sorts
+-- them by ASIN. A payload with no valid title is refused (422 no_valid_titles), so a
+-- broken client can never empty a library. text_checked: the caller checked the JSON text
+-- with validate.text_ok (strings then skip their own UTF-8 / NUL checks).
+--
+-- run() imports in one transaction:
+--   1. the token's row, locked (FOR UPDATE): two requests with one token queue here and the
+--      second finds it used (401 token_already_used); the token is marked used at the end,
+--      so it is consumed only when the import commits;
+--   2. pg_advisory_xact_lock on the user: one sync per user at a time;
+--   3. the catalog: the payload's rows are read and compared in Lua, so an unchanged title
+--      costs no write and no lock. New ASINs are inserted in one statement in ASIN order
+--      (ON CONFLICT DO NOTHING: a row another sync inserted meanwhile joins the updates);
+--      changed rows go through the batched upsert with only_changed and keep_on_null (a
+--      field the item lacks keeps the stored value). authors / narrators / categories the
+--      item does not know (absent or empty) are left out of the statement's update list:
+--      their columns are NOT NULL, so "keep" cannot be a NULL there. Items are grouped by
+--      which of the three they know (at most 8 statements, usually 1); with more than one
+--      group the rows are first locked in ASIN order, so two syncs with overlapping titles
+--      always lock in the same order and never deadlock;
+--   4. user_library, read and compared the same way: new entries inserted, changed ones
+--      upserted by (user_id, title_id) so they keep their id (and the lists referencing
+--      them), removed_at cleared (a title brought back gets its old entry back); entries
+--      absent from the payload get removed_at = now(), never deleted. A personal field the
+--      item lacks keeps its stored value;
+--   5. the token marked used and a sync_history row written.
+-- A deadlock or serialization failure (which the ordering above should make impossible)
+-- retries the transaction, at most twice.
+local _M = {}
+
+local db = require("db")
+local json = require("json")
+local errors = require("errors")
+local validate = require("validate")
+local rules = require("sync_rules")
+
+local config = host.config
+local type, ipairs, tostring, tonumber, pcall, error, setmetatable =
+  type, ipairs, tostring, tonumber, pcall, error, setmetatable
+local format, find, sub, gsub = string.format, string.find, string.sub, string.gsub
+local sort, concat = table.sort, table.concat
+local clock_ms = host.clock_ms
+local floor = math.floor
+local summary, is_array = validate.summary, validate.is_array
+local null = json.null
+local array_mt = json.array_mt
+
+local CHECK_ITEM = validate.checker(rules.ITEM)
+local CHECK_ITEM_TEXT_CHECKED = validate.checker(rules.ITEM, { text_checked = true })
+
+-- Advisory lock class for "one sync per user" (pg_advisory_xact_lock(class, hashtext(id))).
+_M.LOCK_CLASS = 0x53594e43  -- "SYNC"
+
+-- ---- settings ----
+
+local function setting(name, default)
+  local v = tonumber(config[name])
+  if not v or v < 1 then return default end
+  return floor(v)
+end
+
+-- ---- warnings: at most `cap` lines, then one line counting the rest ----
+
+local function new_warnings()
+  return { list = {}, n = 0, extra = 0, cap = setting("sync_warning_cap", 100) }
+end
+
+local function warn(w, fmt, ...)
+  if w.n < w.cap then
+    w.n = w.n + 1
+    w.list[w.n] = format(fmt, ...)
+  else
+    w.extra = w.extra + 1
+  end
+end
+
+-- The answer's warning lines: head (the removals) first, then each list's lines, at most
+-- cap lines in all, then one line counting the rest.
+local function finish_warnings(head, ...)
+  local lists = { ... }
+  local cap = setting("sync_warning_cap", 100)
+  local out, n, total = setmetatable({}, array_mt), 0, 0
+  for _, line in ipairs(head) do
+    total = total + 1
+    if n < cap then n = n + 1; out[n] = line end
+  end
+  for _, w in ipairs(lists) do
+    total = total + w.n + w.extra
+    for i = 1, w.n do
+      if n >= cap then break end
+      n = n + 1
+      out[n] = w.list[i]
+    end
+  end
+  if total > n then
+    out[n + 1] = format("... and %d more %s not shown", total - n,
+      total - n == 1 and "warning" or "warnings")
+  end
+  return out
+end
+_M.finish_warnings = finish_warnings
+
+-- ---- prepare ----
+
+-- What a warning calls an item: its ASIN as sent (shortened), or "no ASIN".
+local function label(a)
+  if type(a) ~= "string" or a == "" then return "no ASIN" end
+  if #a > 24 then a = sub(a, 1, 24) .. "..." end
+  return (gsub(a, "%c", "?"))
+end
+
+-- Bits of item.mask: what the item does not know. The catalog arrays...
+local NO_AUTHORS, NO_NARRATORS, NO_CATEGORIES = 1, 2, 4
+local ARRAYS_MASK = 7
+-- ... and the personal fields.
+local NO_PROGRESS, NO_RATING, NO_DATE = 8, 16, 32
+
+local EMPTY = setmetatable({}, array_mt)
+
+local function unprocessable(code, message, details)
+  errors.raise(422, code, message, details)
+end
+
+local function envelope(body)
+  if type(body) ~= "table" or body[1] ~= nil then
+    unprocessable("validation_failed", 'the body must be a JSON object {"titles": [...]}',
+      { { path = "", message = "must be an object" } })
+  end
+  local titles = body.titles
+  if titles == nil or titles == null then
+    unprocessable("validation_failed", 'the body has no "titles" array',
+      { { path = "titles", message = "is required" } })
+  end
+  if not is_array(titles) then
+    unprocessable("validation_failed", '"titles" must be an array of titles',
+      { { path = "titles", message = "must be an array" } })
+  end
+  local max = setting("sync_max_titles", 100000)
+  if #titles > max then
+    unprocessable("too_many_titles",
+      format("a sync holds at most %d titles; this one has %d", max, #titles),
+      { { path = "titles", message = format("must hold at most %d items", max) } })
+  end
+  return titles
+end
+
+-- body: the decoded JSON. Returns prep = {items (sorted by ASIN), index (items[k] was
+-- titles[index[k]], 0-based), mask (what items[k] does not know, see the bits above),
+-- count, received, invalid, warnings, library, wishlist}; raises 422 (validation_failed,
+-- too_many_titles, no_valid_titles). The items are the decoded tables, cleaned in place;
+-- nothing else is stored in them.
+function _M.prepare(body, text_checked)
+  local titles = envelope(body)
+  local received = #titles
+  local check = text_checked and CHECK_ITEM_TEXT_CHECKED or CHECK_ITEM
+  local w = new_warnings()
+  local cap = w.cap
+  local seen, asins, count, invalid = {}, {}, 0, 0   -- seen: asin -> position in titles
+  local details, ndetails = {}, 0  -- problems of refused items, for a 422
+  local library, wishlist = 0, 0
+  for i = 1, received do
+    local raw = titles[i]
+    local sent_asin = type(raw) == "table" and raw.asin
+    local it, errs = check(raw)
+    if it == nil then
+      invalid = invalid + 1
+      warn(w, "titles[%d] (%s): skipped: %s", i - 1, label(sent_asin), summary(errs, 3))
+      if ndetails < cap then
+        local prefix = "titles[" .. (i - 1) .. "]"
+        for _, e in ipairs(errs) do
+          if ndetails >= cap then break end
+          ndetails = ndetails + 1
+          details[ndetails] = { path = e.path ~= "" and (prefix .. "." .. e.path) or prefix,
+                                message = e.message }
+        end
+      end
+    else
+      local asin = it.asin
+      if errs then
+        warn(w, "titles[%d] (%s): ignored invalid %s", i - 1, asin, summary(errs, 3))
+      end
+      local prev = seen[asin]
+      if prev == nil then
+        count = count + 1
+        asins[count] = asin
+        seen[asin] = i
+        if it.source == "LIBRARY" then library = library + 1 else wishlist = wishlist + 1 end
+      elseif titles[prev].source == "WISHLIST" and it.source == "LIBRARY" then
+        seen[asin] = i
+        library, wishlist = library + 1, wishlist - 1
+        warn(w, "titles[%d] (%s): duplicate of titles[%d]; kept this LIBRARY entry", i - 1,
+          asin, prev - 1)
+      else
+        warn(w, "titles[%d] (%s): duplicate of titles[%d]; ignored", i - 1, asin, prev - 1)
+      end
+    end
+  end
+  if count == 0 then
+    local message = received == 0 and "the upload holds no titles" or
+      format("none of the %d titles is valid; nothing was imported", received)
+    unprocessable("no_valid_titles", message, details)
+  end
+
+  sort(asins)       -- strings in the default order: no Lua comparator call per step
+  local items, index, mask = {}, {}, {}
+  for k = 1, count do
+    local i = seen[asins[k]]
+    local it = titles[i]
+    items[k], index[k] = it, i - 1
+    local m = 0
+    local a = it.authors
+    if a == nil or a[1] == nil then m = m | NO_AUTHORS end
+    a = it.narrators
+    if a == nil or a[1] == nil then m = m | NO_NARRATORS end
+    a = it.categories
+    if a == nil or a[1] == nil then m = m | NO_CATEGORIES end
+    if it.listeningProgress == nil then m = m | NO_PROGRESS end
+    if it.personalRating == nil then m = m | NO_RATING end
+    if it.dateAdded == nil then m = m | NO_DATE end
+    mask[k] = m
+  end
+  return {
+    items = items, index = index, mask = mask, count = count, received = received,
+    invalid = invalid, warnings = w, library = library, wishlist = wishlist,
+  }
+end
+
+-- ---- the transaction ----
+
+local SCALARS = rules.CATALOG_SCALARS       -- {column, item field}
+local NSCALARS = #SCALARS
+local COLUMN, FIELD = {}, {}
+for i = 1, NSCALARS do COLUMN[i], FIELD[i] = SCALARS[i][1], SCALARS[i][2] end
+
+local CATALOG_COLUMNS = { "asin" }
+for i = 1, NSCALARS do CATALOG_COLUMNS[#CATALOG_COLUMNS + 1] = COLUMN[i] end
+for _, c in ipairs(rules.CATALOG_ARRAYS) do CATALOG_COLUMNS[#CATALOG_COLUMNS + 1] = c end
+local KEEP_ON_NULL = {}
+for i = 2, NSCALARS do KEEP_ON_NULL[#KEEP_ON_NULL + 1] = COLUMN[i] end   -- all but title
+assert(COLUMN[1] == "title")
+
+-- The update list for each array mask: every scalar, and the arrays the group knows.
+local UPDATE_FOR = {}
+for m = 0, ARRAYS_MASK do
+  local cols = {}
+  for i = 1, NSCALARS do cols[#cols + 1] = COLUMN[i] end
+  if m & NO_AUTHORS == 0 then cols[#cols + 1] = "authors" end
+  if m & NO_NARRATORS == 0 then cols[#cols + 1] = "narrators" end
+  if m & NO_CATEGORIES == 0 then cols[#cols + 1] = "categories" end
+  UPDATE_FOR[m] = cols
+end
+
+-- Rows are read in chunks: the Lua heap then holds one chunk of stored rows at a time
+-- besides the payload, which bounds a worker's memory on large syncs.
+local FETCH_CHUNK = 2000
+
+local LIBRARY_COLUMNS = { "user_id", "title_id", "source", "listening_progress", "personal_rating",
+                          "date_added", "removed_at" }
+local LIBRARY_UPDATE = { "source", "listening_progress", "personal_rating", "date_added", "removed_at" }
+local ID_ONLY = { "id" }
+local NOTHING = {}
+
+local function token_error(code, message)
+  errors.raise(401, code, message)
+end
+_M.token_error = token_error
+
+local function same_array(a, b)
+  local n = #a
+  if n ~= #b then return false end
+  for i = 1, n do
+    if a[i] ~= b[i] then return false end
+  end
+  return true
+end
+
+-- True when the item would change the stored row ex: a field it carries differs (a
+-- field it lacks keeps the stored value, so it cannot differ).
+local function catalog_differs(it, m, ex)
+  for i = 1, NSCALARS do
+    local v = it[FIELD[i]]
+    if v ~= nil and v ~= ex[COLUMN[i]] then return true end
+  end
+  if m & NO_AUTHORS == 0 and not same_array(it.authors, ex.authors) then return true end
+  if m & NO_NARRATORS == 0 and not same_array(it.narrators, ex.narrators) then return true end
+  if m & NO_CATEGORIES == 0 and not same_array(it.categories, ex.categories) then return true end
+  return false
+end
+
+-- The row the batched upsert writes for an item. Unknown arrays are '{}' (the columns
+-- are NOT NULL; a new row gets no names, an existing one keeps its: see UPDATE_FOR).
+local function catalog_row(it, m)
+  return {
+    asin = it.asin, title = it.title, subtitle = it.subtitle, series_name = it.seriesName,
+    series_position = it.seriesPosition, duration = it.duration,
+    cover_image_url = it.coverImageUrl, summary = it.summary, rating = it.rating,
+    rating_count = it.ratingCount, publisher = it.publisher, release_date = it.releaseDate,
+    language = it.language,
+    authors = m & NO_AUTHORS == 0 and it.authors or EMPTY,
+    narrators = m & NO_NARRATORS == 0 and it.narrators or EMPTY,
+    categories = m & NO_CATEGORIES == 0 and it.categories or EMPTY,
+  }
+end
+
+-- The SELECT of stored rows: only the columns some item carries (the extension sends
+-- little besides the title), plus what the warnings need.
+local function catalog_select(items, mask, count)
+  local carried, ncarried, mask_and = {}, 0, ARRAYS_MASK
+  for k = 1, count do
+    local it = items[k]
+    if ncarried < NSCALARS then
+      for i = 1, NSCALARS do
+        if not carried[i] and it[FIELD[i]] ~= nil then
+          carried[i] = true
+          ncarried = ncarried + 1
+        end
+      end
+    end
+    mask_and = mask_and & mask[k]
+    if mask_and == 0 and ncarried == NSCALARS then break end
+  end
+  local cols = { "id", "asin", "cardinality(authors) = 0 AS no_authors",
+                 "cover_image_url IS NULL AS no_cover" }
+  for i = 1, NSCALARS do
+    if carried[i] then cols[#cols + 1] = COLUMN[i] end
+  end
+  -- an array column is read when some item knows it (its mask bit is clear)
+  if mask_and & NO_AUTHORS == 0 then cols[#cols + 1] = "authors" end
+  if mask_and & NO_NARRATORS == 0 then cols[#cols + 1] = "narrators" end
+  if mask_and & NO_CATEGORIES == 0 then cols[#cols + 1] = "categories" end
+  return "SELECT " .. concat(cols, ", ") .. " FROM title_catalog WHERE asin = ANY($1::text[])"
+end
+
+-- Brings the catalog up to date with the items. Returns title_ids (title_ids[k] for
+-- items[k]), the number of new rows and of rewritten rows.
+local function catalog(prep, w)
+  local items, index, mask, count = prep.items, prep.index, prep.mask, prep.count
+  local sql = catalog_select(items, mask, count)
+  local ids, is_new, no_authors, no_cover = {}, {}, {}, {}
+  local new_rows, new_pos, nnew = {}, {}, 0
+  local upd_pos, nupd = {}, 0
+  for first = 1, count, FETCH_CHUNK do
+    local last = first + FETCH_CHUNK - 1
+    if last > count then last = count end
+    local asins = {}
+    for k = first, last do asins[k - first + 1] = items[k].asin end
+    local found = db.query(sql, asins)
+    local existing = {}
+    for i = 1, #found do existing[found[i].asin] = found[i] end
+    for k = first, last do
+      local it = items[k]
+      local ex = existing[it.asin]
+      if ex then
+        ids[k] = ex.id
+        no_authors[k], no_cover[k] = ex.no_authors, ex.no_cover
+        if catalog_differs(it, mask[k], ex) then
+          nupd = nupd + 1
+          upd_pos[nupd] = k
+        end
+      else
+        nnew = nnew + 1
+        new_rows[nnew], new_pos[nnew] = catalog_row(it, mask[k]), k
+      end
+    end
+  end
+
+  -- New ASINs: one statement, in ASIN order. A row another sync inserted meanwhile is not
+  -- ours to insert (DO NOTHING) and joins the updates instead.
+  local new_to_catalog = 0
+  if nnew > 0 then
+    local res = db.upsert{ table = "title_catalog", key = { "asin" }, columns = CATALOG_COLUMNS,
+                           update = NOTHING, returning = ID_ONLY, rows = new_rows }
+    local raced = false
+    for i = 1, nnew do
+      local r, k = res[i], new_pos[i]
+      ids[k] = r.id
+      if r.inserted then
+        is_new[k] = true
+        new_to_catalog = new_to_catalog + 1
+      else
+        nupd = nupd + 1
+        upd_pos[nupd] = k
+        raced = true
+      end
+    end
+    if raced then sort(upd_pos) end    -- positions follow the ASIN order
+  end
+
+  -- Changed rows, grouped by the arrays they know. only_changed stays on: another sync
+  -- may have written the same values since the rows were read.
+  local groups, ngroups = {}, 0
+  for i = 1, nupd do
+    local k = upd_pos[i]
+    local m = mask[k] & ARRAYS_MASK
+    local g = groups[m]
+    if not g then
+      g = {}
+      groups[m] = g
+      ngroups = ngroups + 1
+    end
+    g[#g + 1] = catalog_row(items[k], m)
+  end
+  if ngroups > 1 then
+    local lock = {}
+    for i = 1, nupd do lock[i] = items[upd_pos[i]].asin end
+    db.query([[SELECT 1 FROM title_catalog WHERE asin = ANY($1::text[])
+               ORDER BY asin FOR NO KEY UPDATE]], lock)
+  end
+  local changed = 0
+  for m = 0, ARRAYS_MASK do
+    local g = groups[m]
+    if g then
+      local res = db.upsert{ table = "title_catalog", key = { "asin" }, columns = CATALOG_COLUMNS,
+                             update = UPDATE_FOR[m], keep_on_null = KEEP_ON_NULL,
+                             only_changed = true, returning = ID_ONLY, rows = g }
+      for i = 1, #g do
+        if res[i].changed then changed = changed + 1 end
+      end
+    end
+  end
+
+  -- Warnings about what the catalog still lacks for these titles.
+  for k = 1, count do
+    local it = items[k]
+    if mask[k] & NO_AUTHORS ~= 0 and (is_new[k] or no_authors[k]) then
+      warn(w, "titles[%d] (%s): no authors known for this title", index[k], it.asin)
+    end
+    if it.coverImageUrl == nil and (is_new[k] or no_cover[k]) then
+      warn(w, "titles[%d] (%s): no cover art", index[k], it.asin)
+    end
+  end
+  return ids, new_to_catalog, changed
+end
+
+-- Brings the user's library up to date with the items (title_ids[k] is items[k]'s
+-- title). Returns the number of entries active before, and the number removed now.
+local function library(user_id, prep, title_ids, now)
+  local items, mask, count = prep.items, prep.mask, prep.count
+  local stored = db.query([[
+    SELECT id, title_id, source, listening_progress, personal_rating, date_added,
+           removed_at IS NOT NULL AS removed
+    FROM user_library WHERE user_id = $1]], user_id)
+  local by_title, before = {}, 0
+  for i = 1, #stored do
+    local s = stored[i]
+    by_title[s.title_id] = s
+    if not s.removed then before = before + 1 end
+  end
+
+  local rows, nrows, present = {}, 0, {}
+  for k = 1, count do
+    local it = items[k]
+    local tid = title_ids[k]
+    local s = by_title[tid]
+    present[tid] = true
+    local progress, rating, added = it.listeningProgress, it.personalRating, it.dateAdded
+    local m = mask[k]
+    if m >= NO_PROGRESS then      -- a personal field is missing: keep the stored one
+      if m & NO_PROGRESS ~= 0 then progress = s and s.listening_progress or 0 end
+      if m & NO_RATING ~= 0 then rating = s and s.personal_rating or null end
+      if m & NO_DATE ~= 0 then added = s and s.date_added or now end
+    end
+    if rating == nil then rating = null end
+    local source = it.source
+    if not s or s.removed or s.source ~= source or s.listening_progress ~= progress
+        or s.personal_rating ~= rating or s.date_added ~= added then
+      nrows = nrows + 1
+      rows[nrows] = { user_id = user_id, title_id = tid, source = source,
+                      listening_progress = progress, personal_rating = rating,
+                      date_added = added, removed_at = null }
+    end
+  end
+  if nrows > 0 then
+    db.upsert{ table = "user_library", key = { "user_id", "title_id" }, columns = LIBRARY_COLUMNS,
+               update = LIBRARY_UPDATE, only_changed = true, returning = ID_ONLY, rows = rows }
+  end
+
+  local gone, ngone = {}, 0
+  for i = 1, #stored do
+    local s = stored[i]
+    if not s.removed and not present[s.title_id] then
+      ngone = ngone + 1
+      gone[ngone] = s.id
+    end
+  end
+  if ngone > 0 then
+    db.query("UPDATE user_library SET removed_at = now() WHERE id = ANY($1::uuid[])", gone)
+  end
+  return before, ngone
+end
+
+local function removal_warning(removed, before)
+  if removed == 0 then return nil end
+  if removed * 4 > before then
+    return format("WARNING: %d of your %d titles (%d%%) were not in this upload and were removed " ..
+      "from your library. If the upload was incomplete (a page failed to load), sync again: " ..
+      "titles that come back keep their place in your lists.",
+      removed, before, floor(removed * 100 / before + 0.5))
+  end
+  return format("%d %s not in this upload %s removed from your library", removed,
+    removed == 1 and "title" or "titles", removed == 1 and "was" or "were")
+end
+
+local function import_tx(user_id, jti, prep)
+  local tok = db.one("SELECT id, user_id, used FROM sync_tokens WHERE jti = $1 FOR UPDATE", jti)
+  if not tok or tok.user_id ~= user_id then
+    token_error("token_invalid", "this sync token is not valid")
+  end
+  if tok.used then
+    token_error("token_already_used", "this sync token was already used; start a new sync")
+  end
+  local now = db.one([[SELECT pg_advisory_xact_lock($1, hashtext($2)) AS locked,
+                              now() AS now]], _M.LOCK_CLASS, user_id).now
+
+  local count = prep.count
+  local w = new_warnings()
+  local t0 = clock_ms()
+  local ids, new_to_catalog, changed = catalog(prep, w)
+  local t1 = clock_ms()
+  local before, removed = library(user_id, prep, ids, now)
+  local t2 = clock_ms()
+
+  local head = {}
+  head[#head + 1] = removal_warning(removed, before)
+  if prep.invalid > 0 then
+    head[#head + 1] = format("%d of %d titles were invalid and skipped", prep.invalid, prep.received)
+  end
+  -- Validation warnings first (upload order), then the catalog's (ASIN order).
+  local warnings = finish_warnings(head, prep.warnings, w)
+
+  db.query("UPDATE sync_tokens SET used = true, used_at = now() WHERE id = $1", tok.id)
+  local h = db.one([[
+    INSERT INTO sync_history (user_id, synced_at, titles_imported, new_to_catalog, library_count,
+                              wishlist_count, warnings, success)
+    VALUES ($1, clock_timestamp(), $2, $3, $4, $5, $6, true)
+    RETURNING id]], user_id, count, new_to_catalog, prep.library, prep.wishlist, warnings)
+  return {
+    sync_id = h.id, imported = count, new_to_catalog = new_to_catalog, changed = changed,
+    removed = removed, library = prep.library, wishlist = prep.wishlist, warnings = warnings,
+    catalog_ms = t1 - t0, library_ms = t2 - t1,
+  }
+end
+
+-- True for errors worth running the whole transaction again.
+local function retryable(err)
+  return type(err) == "string" and (find(err, "(SQLSTATE 40P01)", 1, true) ~= nil or
+                                    find(err, "(SQLSTATE 40001)", 1, true) ~= nil)
+end
+
+-- Imports prep for user_id with the token jti. Returns {sync_id, imported, new_to_catalog,
+-- changed, removed, library, wishlist, warnings}. Raises 401 (token errors found under
+-- the row lock), 503, or a database error; nothing is written then.
+function _M.run(user_id, jti, prep)
+  local attempt = 1
+  while true do
+    local ok, res = pcall(db.tx, import_tx, user_id, jti, prep)
+    if ok then return res end
+    if attempt >= 3 or not retryable(res) then error(res, 0) end
+    host.log("warn", "sync import for user " .. user_id .. " retried after: " .. tostring(res))
+    attempt = attempt + 1
+  end
+end
+
+-- Writes the sync_history row of a failed attempt (outside any transaction: the failed
+-- one has been rolled back). Never raises: a database that is down loses the row, and
+-- the caller's error is what the client must see.
+function _M.record_failure(user_id, message, warnings)
+  local ok, err = pcall(db.query, [[
+    INSERT INTO sync_history (user_id, synced_at, success, error_message, warnings)
+    VALUES ($1, clock_timestamp(), false, $2, $3)]], user_id, message, warnings or EMPTY)
+  if not ok then
+    host.log("warn", "sync history row for a failed import of user " .. tostring(user_id) ..
+      " not written: " .. tostring(err))
+  end
+end
+
+-- The details of a refused payload as history warning lines ("titles[3].asin: ..."),
+-- capped like any warnings.
+function _M.details_as_warnings(details)
+  local w = new_warnings()
+  for _, d in ipairs(details or EMPTY) do
+    warn(w, "%s: %s", d.path ~= "" and d.path or "body", d.message)
+  end
+  return finish_warnings({}, w)
+end
+
+return _M

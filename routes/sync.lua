@@ -1,0 +1,241 @@
+-- Library sync (DESIGN.md, "Sync contract"):
+--   POST /api/sync/token      signed in: a single-use upload token for the extension
+--   POST /api/sync/import     Authorization: Bearer <token>: {"titles": [ITEM, ...]}
+--   GET  /api/sync/history    signed in: the last syncs, newest first (?limit=1..100, 5)
+-- and the route file's cleanup: sync tokens expired for more than 24 hours are deleted.
+--
+-- The token is a JWT (HS256 with the server secret; sub = user id, jti = uuid, aud =
+-- "shelfsync-sync", iat, exp = iat + sync_token_ttl_s) with a row in sync_tokens. The
+-- import checks it in C (host.jwt.verify_hs256: alg, MAC, exp, iat, aud), then its row:
+-- unknown jti or another user's -> 401 token_invalid, used -> 401 token_already_used. The
+-- row is checked again under a lock inside the import transaction, which also marks it
+-- used, so a token yields at most one import and a refused payload does not consume it.
+local db = require("db")
+local json = require("json")
+local errors = require("errors")
+local validate = require("validate")
+local sync_import = require("sync_import")
+
+local config = host.config
+local jwt, crypto = host.jwt, host.crypto
+local type, tonumber, tostring, xpcall, error, floor = type, tonumber, tostring, xpcall, error, math.floor
+local match, gsub, format = string.match, string.gsub, string.format
+local os_time, os_date = os.time, os.date
+local clock_ms = host.clock_ms
+
+local AUDIENCE = "shelfsync-sync"
+local TOKEN_LOCK_CLASS = 0x53594e54     -- "SYNT": token creation, one at a time per user
+local WWW_AUTHENTICATE = 'Bearer realm="shelfsync-sync", error="invalid_token"'
+local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+
+local LIMIT_RULE = validate.compile{ type = "integer", min = 1, max = 100, coerce = true }
+local DEFAULT_HISTORY = 5
+
+local function setting(name, default)
+  local v = tonumber(config[name])
+  if not v or v < 1 then return default end
+  return floor(v)
+end
+
+local function iso(t)
+  return os_date("!%Y-%m-%dT%H:%M:%S.000Z", t)
+end
+
+-- ---- POST /api/sync/token ----
+
+local function issue_token(user_id)
+  db.query("SELECT pg_advisory_xact_lock($1, hashtext($2))", TOKEN_LOCK_CLASS, user_id)
+  local live = db.one([[
+    SELECT count(*)::int AS n,
+           ceil(extract(epoch FROM min(expires_at) - now()))::int AS wait_s
+    FROM sync_tokens WHERE user_id = $1 AND NOT used AND expires_at > now()]], user_id)
+  local max = setting("sync_max_unused_tokens", 10)
+  if live.n >= max then
+    return nil, live.wait_s
+  end
+  local iat = os_time()
+  local exp = iat + setting("sync_token_ttl_s", 900)
+  local jti = crypto.uuid()
+  local token = jwt.sign_hs256({ sub = user_id, jti = jti, aud = AUDIENCE, iat = iat, exp = exp },
+    config.secret)
+  db.query("INSERT INTO sync_tokens (jti, user_id, expires_at) VALUES ($1, $2, to_timestamp($3))",
+    jti, user_id, exp)
+  return token, exp
+end
+
+local function audible_url(token)
+  local base = gsub(config.audible_library_url or "", "#.*$", "")
+  return base .. "#token=" .. token
+end
+
+local function create_token(ctx)
+  local user_id = ctx.user.id
+  local token, exp = db.tx(issue_token, user_id)
+  if not token then
+    local wait = (type(exp) == "number" and exp > 0) and exp or 1
+    return 429, errors.body("too_many_tokens",
+      format("at most %d unused sync tokens at a time; use one or wait until one expires",
+        setting("sync_max_unused_tokens", 10)), nil, ctx.req.request_id),
+      { ["Retry-After"] = tostring(wait) }
+  end
+  local last = db.one([[SELECT max(synced_at) AS at FROM sync_history
+                        WHERE user_id = $1 AND success]], user_id).at
+  return 200, {
+    success = true,
+    token = token,
+    expiresAt = iso(exp),
+    audibleUrl = audible_url(token),
+    hasSyncedBefore = last ~= json.null and last ~= nil,
+    lastSyncedAt = last or json.null,
+  }
+end
+
+-- ---- POST /api/sync/import ----
+
+local function unauthorized(ctx, code, message)
+  return 401, errors.body(code, message, nil, ctx.req.request_id),
+    { ["WWW-Authenticate"] = WWW_AUTHENTICATE }
+end
+
+-- Returns the verified claims and nil, or nil and the 401 (code, message); `known` is true
+-- when the token is authentic and names its user (the failure then goes to sync history).
+local function check_token(req)
+  local header = req.headers.authorization
+  local token = type(header) == "string" and match(header, "^[Bb][Ee][Aa][Rr][Ee][Rr] +([%w%-_%.]+) *$")
+  if not token then
+    return nil, "token_invalid", "send the sync token as Authorization: Bearer <token>"
+  end
+  local claims, code = jwt.verify_hs256(token, config.secret, { aud = AUDIENCE })
+  if not claims then
+    if code == "token_expired" then
+      return nil, "token_expired", "this sync token has expired; start a new sync"
+    end
+    return nil, "token_invalid", "this sync token is not valid"
+  end
+  local sub, jti = claims.sub, claims.jti
+  if type(sub) ~= "string" or not match(sub, UUID) or type(jti) ~= "string" or not match(jti, UUID) then
+    return nil, "token_invalid", "this sync token is not valid"
+  end
+  local row = db.one([[
+    SELECT t.user_id, t.used, u.status
+    FROM sync_tokens t JOIN users u ON u.id = t.user_id
+    WHERE t.jti = $1]], jti)
+  if not row or row.user_id ~= sub then
+    return nil, "token_invalid", "this sync token is not valid"
+  end
+  if row.status ~= "active" then
+    return nil, "token_invalid", "the account of this sync token is deactivated"
+  end
+  if row.used then
+    return nil, "token_already_used", "this sync token was already used; start a new sync", claims
+  end
+  return claims
+end
+
+local function do_import(ctx, claims)
+  local t0 = clock_ms()
+  local body = ctx:json_body()
+  -- One scan of the text spares a UTF-8 / NUL check per string (validate.text_ok).
+  local text_checked = validate.text_ok(ctx.req.body)
+  -- The text is no longer needed: let the collector have it (up to max_import_bytes)
+  -- while the import runs.
+  ctx.req.body = nil
+  local t1 = clock_ms()
+  local prep = sync_import.prepare(body, text_checked)
+  local t2 = clock_ms()
+  local r = sync_import.run(claims.sub, claims.jti, prep)
+  host.log("info", format("sync import %s: user %s, %d titles (%d new to the catalog, %d " ..
+    "rewritten, %d skipped, %d removed from the library); ms: decode %d, validate %d, " ..
+    "catalog %d, library %d, total %d", r.sync_id, claims.sub, r.imported, r.new_to_catalog,
+    r.changed, prep.invalid, r.removed, t1 - t0, t2 - t1, r.catalog_ms, r.library_ms,
+    clock_ms() - t0))
+  return {
+    success = true,
+    syncId = r.sync_id,
+    imported = r.imported,
+    newToCatalog = r.new_to_catalog,
+    libraryCount = r.library,
+    wishlistCount = r.wishlist,
+    warnings = r.warnings,
+  }
+end
+
+-- What the failed attempt's history row says.
+local function failure_of(err, request_id)
+  if errors.is_http(err) then
+    local warnings = err.status == 422 and sync_import.details_as_warnings(err.details) or nil
+    return err.message, warnings
+  end
+  return "the server failed to import this sync (request id " .. tostring(request_id) .. ")"
+end
+
+local function import(ctx)
+  local claims, code, message, known = check_token(ctx.req)
+  if not claims then
+    if known then sync_import.record_failure(known.sub, message) end
+    return unauthorized(ctx, code, message)
+  end
+  local ok, res = xpcall(do_import, host.traceback, ctx, claims)
+  if ok then return 200, res end
+  local msg, warnings = failure_of(res, ctx.req.request_id)
+  sync_import.record_failure(claims.sub, msg, warnings)
+  if errors.is_http(res) and res.status == 401 then
+    return unauthorized(ctx, res.code, res.message)
+  end
+  error(res, 0)
+end
+
+-- ---- GET /api/sync/history ----
+
+local function history(ctx)
+  local limit = DEFAULT_HISTORY
+  local raw = ctx.query and ctx.query.limit
+  if raw ~= nil then
+    local v, errs = validate.check(LIMIT_RULE, raw, "limit")
+    if v == nil then
+      errors.raise(400, "invalid_parameter", "limit must be a whole number from 1 to 100",
+        errs or { { path = "limit", message = "must be a whole number from 1 to 100" } })
+    end
+    limit = v
+  end
+  local rows = db.query([[
+    SELECT id, synced_at, titles_imported, new_to_catalog, library_count, wishlist_count,
+           warnings, success, error_message
+    FROM sync_history WHERE user_id = $1
+    ORDER BY synced_at DESC, id DESC
+    LIMIT $2]], ctx.user.id, limit)
+  local out = json.array()
+  for i = 1, #rows do
+    local r = rows[i]
+    out[i] = {
+      id = r.id,
+      syncedAt = r.synced_at,
+      titlesImported = r.titles_imported,
+      newToCatalog = r.new_to_catalog,
+      libraryCount = r.library_count,
+      wishlistCount = r.wishlist_count,
+      warnings = json.array(r.warnings),
+      success = r.success,
+      errorMessage = r.error_message,
+    }
+  end
+  return 200, out
+end
+
+-- ---- housekeeping ----
+
+-- Deletes sync tokens expired for more than 24 hours. Returns how many.
+local function cleanup()
+  local res = db.query("DELETE FROM sync_tokens WHERE expires_at < now() - interval '24 hours'")
+  if res.affected > 0 then
+    host.log("info", "sync: deleted " .. res.affected .. " expired sync tokens")
+  end
+  return res.affected
+end
+
+return {
+  { method = "POST", path = "/api/sync/token",   auth = "session", handler = create_token },
+  { method = "POST", path = "/api/sync/import",  auth = "none",    handler = import },
+  { method = "GET",  path = "/api/sync/history", auth = "session", handler = history },
+  cleanup = cleanup,
+}

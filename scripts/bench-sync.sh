@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# make bench-sync: end-to-end HTTP syncs of 1,000 and 10,000 generated titles (first sync,
+# unchanged re-sync, 10% changed) against the real server on a throwaway database of the
+# embedded cluster. Prints ms, items/s and the server's peak RSS, then markdown rows for
+# bench/RESULTS.md. BENCH_SIZES / BENCH_RUNS / SHELFSYNC_WORKERS override the defaults.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+scripts/pg.sh start >/dev/null
+PGBIN=$(scripts/pg.sh pgbin)
+ADMIN=$(scripts/pg.sh url postgres)
+DB="shelfsync_bench_$$"
+WORK="$ROOT/var/bench-$$"
+mkdir -p "$WORK"
+SERVER_PID=""
+
+cleanup() {
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill "$SERVER_PID" 2>/dev/null
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  "$PGBIN/psql" "$ADMIN" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$PGBIN/psql" "$ADMIN" -qc "CREATE DATABASE $DB" >/dev/null
+export DATABASE_URL="$(scripts/pg.sh url "$DB")"
+build/shelfsync migrate 2>"$WORK/migrate.log" || { cat "$WORK/migrate.log"; exit 1; }
+
+# A free loopback port.
+PORT=""
+for p in $(seq 38100 38300); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { PORT=$p; break; }
+done
+[[ -n "$PORT" ]] || { echo "bench-sync: no free port" >&2; exit 1; }
+
+SHELFSYNC_LISTEN="127.0.0.1:$PORT" SHELFSYNC_PUBLIC_URL="http://127.0.0.1:$PORT" \
+SHELFSYNC_SECRET="bench-secret-0123456789abcdef0123456789abcdef" SHELFSYNC_DEV_LOGIN=1 \
+SHELFSYNC_LOG_LEVEL=warn \
+  build/shelfsync serve >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 100); do
+  curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log"; exit 1; }
+  sleep 0.1
+done
+
+echo "bench-sync: $(nproc) cores, PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'), server pid $SERVER_PID on port $PORT"
+BENCH_URL="http://127.0.0.1:$PORT" BENCH_PID="$SERVER_PID" lua5.4 bench/bench_sync.lua

@@ -1,0 +1,739 @@
+-- Library sync, end to end (DESIGN.md "Sync contract", issue 4): the real binary, real
+-- PostgreSQL, HTTP over loopback. Payloads come from spec/fixtures/library.lua.
+local h = require("spec.support.helpers")
+local lib = require("spec.fixtures.library")
+
+local host = h.host
+local json = host.json
+local null = json.null
+
+local SECRET = "test-secret-0123456789abcdef0123456789abcdef"   -- what h.start_server sets
+local AUD = "shelfsync-sync"
+
+-- ---- helpers ----
+
+-- Rows of a query as plain tables (without host.pg's `affected` count), for assert.same.
+local function rows(sql, ...)
+  local res = assert(h.db().query(sql, ...))
+  local plain = {}
+  for i, r in ipairs(res) do plain[i] = r end
+  return plain
+end
+
+local function one(sql, ...)
+  return rows(sql, ...)[1]
+end
+
+local function b64url(s)
+  return (host.crypto.b64url_encode(s))
+end
+
+local function claims_of(token)
+  local payload = token:match("^[^.]+%.([^.]+)%.")
+  return json.decode(host.crypto.b64url_decode(payload))
+end
+
+local function token_for(c)
+  local res = c:post("/api/sync/token", {})
+  assert(res.status == 200, "token: " .. res.status .. " " .. res.body)
+  return res.json.token, res.json
+end
+
+local function body_of(items)
+  if type(items) == "string" then return items end
+  return lib.payload(items, json.encode)
+end
+
+-- POST /api/sync/import with a bearer token; items: a list of ITEM tables or JSON text.
+local function import(srv, token, items, opts)
+  opts = opts or {}
+  local headers = { ["Content-Type"] = "application/json" }
+  if token then headers.Authorization = "Bearer " .. token end
+  for k, v in pairs(opts.headers or {}) do headers[k] = v end
+  return assert(h.request("POST", srv.url .. "/api/sync/import", {
+    headers = headers, body = opts.raw or body_of(items),
+  }))
+end
+
+-- The error part of an answer, for one assert.same over status and code.
+local function err(res)
+  return { status = res.status, error = res.json and res.json.error }
+end
+
+-- Several imports at once (curl processes started together). jobs: {token=, body=}.
+-- Returns {status=, json=} per job.
+local function parallel_imports(srv, jobs)
+  local dir = h.test_dir .. "/parallel-" .. host.crypto.uuid()
+  os.execute("mkdir -p " .. h.shell_quote(dir))
+  local cmds = {}
+  for i, job in ipairs(jobs) do
+    h.write_file(dir .. "/body" .. i, job.body)
+    cmds[#cmds + 1] = string.format(
+      "curl -s -o %s -w '%%{http_code}' -H %s -H 'Content-Type: application/json' " ..
+      "--data-binary @%s %s > %s &",
+      h.shell_quote(dir .. "/out" .. i), h.shell_quote("Authorization: Bearer " .. job.token),
+      h.shell_quote(dir .. "/body" .. i), h.shell_quote(srv.url .. "/api/sync/import"),
+      h.shell_quote(dir .. "/status" .. i))
+  end
+  os.execute(table.concat(cmds, " ") .. " wait")
+  local out = {}
+  for i = 1, #jobs do
+    local body = h.read_file(dir .. "/out" .. i) or ""
+    local ok, decoded = pcall(json.decode, body)
+    out[i] = { status = tonumber(h.read_file(dir .. "/status" .. i)), json = ok and decoded or nil }
+  end
+  os.execute("rm -rf " .. h.shell_quote(dir))
+  return out
+end
+
+-- The user's active library as asin -> entry row.
+local function library_of(user_id)
+  local out = {}
+  for _, r in ipairs(rows([[
+      SELECT c.asin, ul.id, ul.source::text AS source, ul.listening_progress, ul.personal_rating,
+             ul.removed_at
+      FROM user_library ul JOIN title_catalog c ON c.id = ul.title_id
+      WHERE ul.user_id = $1]], user_id)) do
+    out[r.asin] = r
+  end
+  return out
+end
+
+local function count_active(user_id)
+  return one("SELECT count(*)::int AS n FROM user_library WHERE user_id = $1 AND removed_at IS NULL",
+    user_id).n
+end
+
+local function small(n, salt)
+  return lib.generate(n, { seed = salt or 1, salt = salt or 1 })
+end
+
+-- ---- specs ----
+
+describe("Library sync", function()
+  local srv
+
+  setup(function()
+    h.reset_db()
+    srv = h.start_server{ env = {
+      SHELFSYNC_CORS_ORIGINS = "chrome-extension://abcdefghijklmnop",
+    } }
+  end)
+
+  teardown(function()
+    if srv then srv:stop() end
+  end)
+
+  describe("POST /api/sync/token", function()
+    it("answers a signed single-use token, its expiry and the Audible URL carrying it", function()
+      local c = h.login(srv, "token-shape@example.com")
+      local res = c:post("/api/sync/token", {})
+      assert.same(200, res.status)
+      local t = res.json
+      assert.is_true(t.success)
+      assert.same("https://www.audible.com/library/titles#token=" .. t.token, t.audibleUrl)
+      assert.is_false(t.hasSyncedBefore)
+      assert.same(null, t.lastSyncedAt)
+      local claims = assert(host.jwt.verify_hs256(t.token, SECRET, { aud = AUD }))
+      assert.same(c.user.id, claims.sub)
+      assert.same(900, claims.exp - claims.iat)
+      assert.same(os.date("!%Y-%m-%dT%H:%M:%S.000Z", claims.exp), t.expiresAt)
+      local row = one("SELECT user_id, used, used_at FROM sync_tokens WHERE jti = $1", claims.jti)
+      assert.same({ user_id = c.user.id, used = false, used_at = null }, row)
+    end)
+
+    it("needs a signed-in user", function()
+      local res = h.request("POST", srv.url .. "/api/sync/token", { headers = { Origin = srv.url } })
+      assert.same({ status = 401, error = "unauthenticated" }, err(res))
+    end)
+
+    it("refuses an 11th unused token with 429 and Retry-After", function()
+      local c = h.login(srv, "token-limit@example.com")
+      for _ = 1, 10 do token_for(c) end
+      local res = c:post("/api/sync/token", {})
+      assert.same({ status = 429, error = "too_many_tokens" }, err(res))
+      local wait = tonumber(res.headers["retry-after"])
+      assert.is_true(wait >= 1 and wait <= 900)
+    end)
+
+    it("says when the user last synced", function()
+      local c = h.login(srv, "token-last@example.com")
+      assert.same(200, import(srv, token_for(c), small(3, 9001)).status)
+      local _, t = token_for(c)
+      local last = one("SELECT max(synced_at) AS at FROM sync_history WHERE user_id = $1", c.user.id).at
+      assert.is_true(t.hasSyncedBefore)
+      assert.same(last, t.lastSyncedAt)
+    end)
+  end)
+
+  describe("POST /api/sync/import", function()
+    it("imports a full library, answers the counts and records the sync", function()
+      local c = h.login(srv, "full-flow@example.com")
+      local items = small(40, 101)
+      items[7].source, items[9].source = "WISHLIST", "WISHLIST"
+      local wish = 0
+      for _, it in ipairs(items) do if it.source == "WISHLIST" then wish = wish + 1 end end
+      local res = import(srv, token_for(c), items)
+      assert.same(200, res.status)
+      local a = res.json
+      assert.same({ success = true, imported = 40, newToCatalog = 40, libraryCount = 40 - wish,
+                    wishlistCount = wish, warnings = {} },
+                  { success = a.success, imported = a.imported, newToCatalog = a.newToCatalog,
+                    libraryCount = a.libraryCount, wishlistCount = a.wishlistCount,
+                    warnings = a.warnings })
+      assert.same({ id = a.syncId, user_id = c.user.id, titles_imported = 40, new_to_catalog = 40,
+                    library_count = 40 - wish, wishlist_count = wish, success = true,
+                    error_message = null },
+                  one([[SELECT id, user_id, titles_imported, new_to_catalog, library_count,
+                        wishlist_count, success, error_message FROM sync_history WHERE id = $1]],
+                      a.syncId))
+      assert.same(40, count_active(c.user.id))
+      assert.same(1, one("SELECT count(*)::int AS n FROM sync_tokens WHERE user_id = $1 AND used",
+        c.user.id).n)
+    end)
+
+    it("accepts the exact payload of the audioshlf extension (empty names, rating 0)", function()
+      local c = h.login(srv, "extension@example.com")
+      local body = [[{"titles":[
+        {"asin":"B0EXT00001","title":"The Way of Kings","authors":[],"narrators":[],
+         "source":"LIBRARY","listeningProgress":42,"personalRating":0,
+         "dateAdded":"2023-04-05T06:07:08.000Z"},
+        {"asin":"B0EXT00002","title":"Project Hail Mary","authors":[],"narrators":[],
+         "source":"WISHLIST","listeningProgress":0,"personalRating":0,
+         "dateAdded":"2024-01-02T00:00:00.000Z"}]}]]
+      local res = import(srv, token_for(c), body)
+      assert.same(200, res.status)
+      assert.same({ 2, 2, 1, 1 }, { res.json.imported, res.json.newToCatalog,
+                                    res.json.libraryCount, res.json.wishlistCount })
+      assert.same({
+        "titles[0] (B0EXT00001): no authors known for this title",
+        "titles[0] (B0EXT00001): no cover art",
+        "titles[1] (B0EXT00002): no authors known for this title",
+        "titles[1] (B0EXT00002): no cover art",
+      }, res.json.warnings)
+      assert.same({
+        { asin = "B0EXT00001", authors = {}, narrators = {}, source = "LIBRARY",
+          listening_progress = 42, personal_rating = null, date_added = "2023-04-05T06:07:08.000Z" },
+        { asin = "B0EXT00002", authors = {}, narrators = {}, source = "WISHLIST",
+          listening_progress = 0, personal_rating = null, date_added = "2024-01-02T00:00:00.000Z" },
+      }, rows([[SELECT c.asin, c.authors, c.narrators, ul.source::text AS source,
+                      ul.listening_progress, ul.personal_rating, ul.date_added
+               FROM user_library ul JOIN title_catalog c ON c.id = ul.title_id
+               WHERE ul.user_id = $1 ORDER BY c.asin]], c.user.id))
+    end)
+
+    it("never lets the extension's empty author and narrator lists erase known ones", function()
+      local c = h.login(srv, "keep-names@example.com")
+      local full = small(5, 102)
+      assert.same(200, import(srv, token_for(c), full).status)
+      local res = import(srv, token_for(c), lib.extension_items(full))
+      assert.same(200, res.status)
+      for _, it in ipairs(full) do
+        local row = one("SELECT authors, narrators, title, summary FROM title_catalog WHERE asin = $1",
+          it.asin)
+        assert.same({ authors = it.authors, narrators = it.narrators, title = it.title,
+                      summary = it.summary }, row)
+      end
+      -- and the catalog knows their names, so no "no authors" warning
+      assert.same({}, res.json.warnings)
+    end)
+
+    it("keeps the stored summary when a sync leaves it out", function()
+      local c = h.login(srv, "keep-summary@example.com")
+      local items = small(3, 103)
+      assert.same(200, import(srv, token_for(c), items).status)
+      local again = {}
+      for i, it in ipairs(items) do
+        again[i] = lib.copy(it)
+        again[i].summary = nil
+        again[i].rating = 4.9
+      end
+      again[2].summary = json.null    -- null is "not known" too
+      assert.same(200, import(srv, token_for(c), again).status)
+      for _, it in ipairs(items) do
+        assert.same({ summary = it.summary, rating = 4.9 },
+          one("SELECT summary, rating FROM title_catalog WHERE asin = $1", it.asin))
+      end
+    end)
+
+    it("keeps every entry's id across a re-sync that changes it", function()
+      local c = h.login(srv, "keep-ids@example.com")
+      local items = small(30, 104)
+      assert.same(200, import(srv, token_for(c), items).status)
+      local before = library_of(c.user.id)
+      local changed = lib.mutate(items, 0.5, { seed = 7 })
+      local res = import(srv, token_for(c), changed)
+      assert.same(200, res.status)
+      assert.same(0, res.json.newToCatalog)
+      local after = library_of(c.user.id)
+      for _, it in ipairs(changed) do
+        assert.same(before[it.asin].id, after[it.asin].id)
+        assert.same(it.listeningProgress, after[it.asin].listening_progress)
+      end
+    end)
+
+    it("marks titles left out of a sync removed, and a later sync restores the same entry", function()
+      local c = h.login(srv, "drop-restore@example.com")
+      local items = small(10, 105)
+      assert.same(200, import(srv, token_for(c), items).status)
+      local entry = library_of(c.user.id)[items[4].asin]
+      -- a list holding the entry, as the lists feature would create it
+      local list = one([[INSERT INTO recommendation_lists (user_id, title) VALUES ($1, 'Favourites')
+                         RETURNING id]], c.user.id).id
+      assert(h.db().query([[INSERT INTO list_items (list_id, user_id, user_library_id, position)
+                           VALUES ($1, $2, $3, 1)]], list, c.user.id, entry.id))
+
+      local fewer = {}
+      for i, it in ipairs(items) do if i ~= 4 then fewer[#fewer + 1] = it end end
+      local res = import(srv, token_for(c), fewer)
+      assert.same(200, res.status)
+      assert.same("1 title not in this upload was removed from your library", res.json.warnings[1])
+      local gone = library_of(c.user.id)[items[4].asin]
+      assert.same(entry.id, gone.id)
+      assert.is_not.same(null, gone.removed_at)
+      assert.same(9, count_active(c.user.id))
+      assert.same(1, one("SELECT count(*)::int AS n FROM list_items WHERE user_library_id = $1",
+        entry.id).n)
+
+      assert.same(200, import(srv, token_for(c), items).status)
+      local back = library_of(c.user.id)[items[4].asin]
+      assert.same({ id = entry.id, removed_at = null }, { id = back.id, removed_at = back.removed_at })
+      assert.same(10, count_active(c.user.id))
+    end)
+
+    it("warns prominently when a sync removes more than a quarter of the library", function()
+      local c = h.login(srv, "big-removal@example.com")
+      local items = small(8, 106)
+      assert.same(200, import(srv, token_for(c), items).status)
+      local res = import(srv, token_for(c), { items[1], items[2], items[3], items[4], items[5] })
+      assert.same(200, res.status)
+      assert.matches("^WARNING: 3 of your 8 titles %(38%%%) were not in this upload", res.json.warnings[1])
+    end)
+
+    it("keeps one entry per ASIN, the LIBRARY one, and warns about the duplicates", function()
+      local c = h.login(srv, "duplicates@example.com")
+      local items = small(3, 107)
+      local dup = lib.copy(items[2])
+      items[2].source, dup.source = "WISHLIST", "LIBRARY"
+      local again = lib.copy(items[1])
+      items[#items + 1] = dup       -- titles[3]
+      items[#items + 1] = again     -- titles[4]
+      local res = import(srv, token_for(c), items)
+      assert.same(200, res.status)
+      assert.same({ 3, 3, 0 }, { res.json.imported, res.json.libraryCount, res.json.wishlistCount })
+      assert.same({
+        string.format("titles[3] (%s): duplicate of titles[1]; kept this LIBRARY entry", dup.asin),
+        string.format("titles[4] (%s): duplicate of titles[0]; ignored", again.asin),
+      }, res.json.warnings)
+      assert.same("LIBRARY", library_of(c.user.id)[dup.asin].source)
+    end)
+
+    it("skips invalid titles with a warning naming index, ASIN and reason, and imports the rest", function()
+      local c = h.login(srv, "invalid-items@example.com")
+      local items = small(4, 108)
+      items[2].asin = "NOT-AN-ASIN"
+      items[3].source = nil
+      items[4].rating = 9        -- an invalid optional field: dropped, the title stays
+      items[5] = "not an object"
+      local res = import(srv, token_for(c), items)
+      assert.same(200, res.status)
+      assert.same(2, res.json.imported)
+      assert.same({
+        "3 of 5 titles were invalid and skipped",
+        "titles[1] (NOT-AN-ASIN): skipped: asin: must be 10 letters or digits (an ASIN or ISBN-10)",
+        string.format("titles[2] (%s): skipped: source: is required", items[3].asin),
+        string.format("titles[3] (%s): ignored invalid rating: must be between 0 and 5", items[4].asin),
+        "titles[4] (no ASIN): skipped: must be an object",
+      }, res.json.warnings)
+      assert.same(null, one("SELECT rating FROM title_catalog WHERE asin = $1", items[4].asin).rating)
+    end)
+
+    it("caps the warnings and counts the rest in one line", function()
+      local c = h.login(srv, "warning-cap@example.com")
+      local items = small(130, 109)
+      for _, it in ipairs(items) do it.coverImageUrl = nil end
+      local res = import(srv, token_for(c), items)
+      assert.same(200, res.status)
+      assert.same(101, #res.json.warnings)
+      assert.same("... and 30 more warnings not shown", res.json.warnings[101])
+      local stored = one("SELECT warnings FROM sync_history WHERE id = $1", res.json.syncId).warnings
+      assert.same(res.json.warnings, stored)
+    end)
+
+    it("refuses a payload with no valid title, changes nothing and keeps the token", function()
+      local c = h.login(srv, "no-valid@example.com")
+      local token = token_for(c)
+      local res = import(srv, token, { { asin = "bad", title = "x", source = "LIBRARY" } })
+      assert.same({ status = 422, error = "no_valid_titles" }, err(res))
+      assert.same({ { path = "titles[0].asin",
+                      message = "must be 10 letters or digits (an ASIN or ISBN-10)" } },
+                  res.json.details)
+      local empty = import(srv, token, '{"titles":[]}')
+      assert.same({ status = 422, error = "no_valid_titles" }, err(empty))
+      assert.same(0, one("SELECT count(*)::int AS n FROM user_library WHERE user_id = $1", c.user.id).n)
+      -- the token still works
+      assert.same(200, import(srv, token, small(2, 110)).status)
+    end)
+
+    it("never empties a library because of a broken upload", function()
+      local c = h.login(srv, "no-empty@example.com")
+      assert.same(200, import(srv, token_for(c), small(5, 111)).status)
+      local res = import(srv, token_for(c), '{"titles":[]}')
+      assert.same({ status = 422, error = "no_valid_titles" }, err(res))
+      assert.same(5, count_active(c.user.id))
+    end)
+
+    it("answers 400 for a body that is not JSON and 422 naming the path of a bad envelope", function()
+      local c = h.login(srv, "envelope@example.com")
+      local token = token_for(c)
+      assert.same({ status = 400, error = "malformed_json" }, err(import(srv, token, "{titles:")))
+      local res = import(srv, token, '{"books":[]}')
+      assert.same({ status = 422, error = "validation_failed" }, err(res))
+      assert.same({ { path = "titles", message = "is required" } }, res.json.details)
+      res = import(srv, token, '{"titles":{"asin":"B000000001"}}')
+      assert.same({ { path = "titles", message = "must be an array" } }, res.json.details)
+      res = import(srv, token, '[1, 2]')
+      assert.same({ { path = "", message = "must be an object" } }, res.json.details)
+    end)
+
+    it("takes a gzip body", function()
+      local c = h.login(srv, "gzip@example.com")
+      local items = small(25, 112)
+      local res = import(srv, token_for(c), nil, {
+        raw = host.gzip.compress(body_of(items)), headers = { ["Content-Encoding"] = "gzip" },
+      })
+      assert.same(200, res.status)
+      assert.same(25, res.json.imported)
+      assert.same(25, count_active(c.user.id))
+    end)
+
+    it("round-trips 1,000 realistic titles field by field through GET /api/library", function()
+      local c = h.login(srv, "roundtrip@example.com")
+      local items = lib.generate(1000, { seed = 113, salt = 113 })
+      local res = import(srv, token_for(c), items)
+      assert.same(200, res.status)
+      local got, cursor = {}, nil
+      repeat
+        local page = c:get("/api/library?limit=200" .. (cursor and ("&cursor=" .. cursor) or ""))
+        assert.same(200, page.status)
+        for _, e in ipairs(page.json.items) do got[e.asin] = e end
+        cursor = page.json.nextCursor ~= null and page.json.nextCursor or nil
+      until not cursor
+      local n = 0
+      for _, it in ipairs(items) do
+        n = n + 1
+        local e = got[it.asin]
+        local function opt(v) if v == nil then return null end return v end
+        assert.same({
+          asin = it.asin, source = it.source, listeningProgress = it.listeningProgress,
+          personalRating = it.personalRating == 0 and null or it.personalRating,
+          dateAdded = it.dateAdded,
+          title = {
+            asin = it.asin, title = it.title, subtitle = opt(it.subtitle), authors = it.authors,
+            narrators = it.narrators, seriesName = opt(it.seriesName),
+            seriesPosition = opt(it.seriesPosition), duration = it.duration,
+            coverImageUrl = it.coverImageUrl, summary = it.summary, rating = it.rating,
+            ratingCount = it.ratingCount, publisher = it.publisher, releaseDate = it.releaseDate,
+            language = it.language, categories = it.categories,
+          },
+        }, e)
+      end
+      assert.same(1000, n)
+    end)
+
+    it("imports 10,000 titles in one request", function()
+      local c = h.login(srv, "ten-thousand@example.com")
+      local items = lib.generate(10000, { seed = 114, salt = 114 })
+      local res = import(srv, token_for(c), items)
+      assert.same(200, res.status)
+      assert.same({ 10000, 10000 }, { res.json.imported, res.json.newToCatalog })
+      assert.same(10000, count_active(c.user.id))
+      -- and an unchanged re-sync writes nothing
+      local before = one("SELECT max(updated_at) AS at FROM title_catalog").at
+      local again = import(srv, token_for(c), items)
+      assert.same(200, again.status)
+      assert.same(0, again.json.newToCatalog)
+      assert.same(before, one("SELECT max(updated_at) AS at FROM title_catalog").at)
+    end)
+
+    it("refuses more titles than sync_max_titles, and a body over max_import_bytes", function()
+      local limited = h.start_server{ env = { SHELFSYNC_SYNC_MAX_TITLES = "5",
+                                              SHELFSYNC_MAX_IMPORT_BYTES = "20000" } }
+      local ok, e = pcall(function()
+        local c = h.login(limited, "limits@example.com")
+        local token = token_for(c)
+        local res = import(limited, token, small(6, 115))
+        assert.same({ status = 422, error = "too_many_titles" }, err(res))
+        res = import(limited, token, nil, { raw = '{"titles":[' .. string.rep(" ", 20001) .. ']}' })
+        assert.same(413, res.status)
+        assert.same(200, import(limited, token, small(5, 115)).status)
+      end)
+      limited:stop()
+      assert(ok, e)
+    end)
+
+    it("answers a CORS preflight from a configured extension origin", function()
+      local res = assert(h.request("OPTIONS", srv.url .. "/api/sync/import", { headers = {
+        Origin = "chrome-extension://abcdefghijklmnop",
+        ["Access-Control-Request-Method"] = "POST",
+        ["Access-Control-Request-Headers"] = "authorization, content-type, content-encoding",
+      } }))
+      assert.same(204, res.status)
+      assert.same("chrome-extension://abcdefghijklmnop", res.headers["access-control-allow-origin"])
+      assert.matches("Authorization", res.headers["access-control-allow-headers"])
+    end)
+  end)
+
+  describe("the upload token", function()
+    local c
+
+    setup(function()
+      c = h.login(srv, "tokens@example.com")
+    end)
+
+    local function invalid(res)
+      return { status = res.status, error = res.json and res.json.error,
+               www = res.headers["www-authenticate"] ~= nil }
+    end
+
+    it("is required", function()
+      assert.same({ status = 401, error = "token_invalid", www = true },
+        invalid(import(srv, nil, small(1, 120))))
+    end)
+
+    it("cannot be replayed once used", function()
+      local token = token_for(c)
+      assert.same(200, import(srv, token, small(2, 121)).status)
+      local res = import(srv, token, small(2, 121))
+      assert.same({ status = 401, error = "token_already_used", www = true }, invalid(res))
+    end)
+
+    it("expires after sync_token_ttl_s", function()
+      local short = h.start_server{ env = { SHELFSYNC_SYNC_TOKEN_TTL_S = "1" } }
+      local ok, e = pcall(function()
+        local u = h.login(short, "expiry@example.com")
+        local token = token_for(u)
+        local claims = claims_of(token)
+        assert.same(1, claims.exp - claims.iat)
+        h.wait_until(function() return os.time() >= claims.exp + 1 end, 5, "token expiry")
+        assert.same({ status = 401, error = "token_expired", www = true },
+          invalid(import(short, token, small(1, 122))))
+      end)
+      short:stop()
+      assert(ok, e)
+    end)
+
+    it("is refused with a forged signature", function()
+      local token = token_for(c)
+      local head, payload, sig = token:match("^([^.]+)%.([^.]+)%.([^.]+)$")
+      local flipped = (sig:sub(1, 1) == "A" and "B" or "A") .. sig:sub(2)
+      assert.same({ status = 401, error = "token_invalid", www = true },
+        invalid(import(srv, head .. "." .. payload .. "." .. flipped, small(1, 123))))
+      -- the real token was not consumed
+      assert.same(200, import(srv, token, small(1, 123)).status)
+    end)
+
+    it("is refused with alg none", function()
+      local token = token_for(c)
+      local payload = token:match("^[^.]+%.([^.]+)%.")
+      local none = b64url('{"alg":"none","typ":"JWT"}') .. "." .. payload .. "."
+      assert.same({ status = 401, error = "token_invalid", www = true },
+        invalid(import(srv, none, small(1, 124))))
+    end)
+
+    it("is refused when signed with another secret", function()
+      local claims = claims_of(token_for(c))
+      local other = host.jwt.sign_hs256(claims, "another-secret-0123456789abcdef0123456789")
+      assert.same({ status = 401, error = "token_invalid", www = true },
+        invalid(import(srv, other, small(1, 125))))
+    end)
+
+    it("is refused for another audience", function()
+      local claims = claims_of(token_for(c))
+      claims.aud = "shelfsync-session"
+      assert.same({ status = 401, error = "token_invalid", www = true },
+        invalid(import(srv, host.jwt.sign_hs256(claims, SECRET), small(1, 126))))
+    end)
+
+    it("of user A never touches user B's library", function()
+      local a = h.login(srv, "owner-a@example.com")
+      local b = h.login(srv, "owner-b@example.com")
+      assert.same(200, import(srv, token_for(b), small(3, 127)).status)
+      local b_before = library_of(b.user.id)
+      -- A's genuine token imports into A's library only
+      assert.same(200, import(srv, token_for(a), small(4, 128)).status)
+      assert.same(b_before, library_of(b.user.id))
+      assert.same(4, count_active(a.user.id))
+      -- A's jti under B's user id, validly signed: the row says A, so it is refused
+      local claims = claims_of(token_for(a))
+      claims.sub = b.user.id
+      assert.same({ status = 401, error = "token_invalid", www = true },
+        invalid(import(srv, host.jwt.sign_hs256(claims, SECRET), small(1, 129))))
+      -- a jti the server never issued
+      claims = claims_of(token_for(b))
+      claims.jti = host.crypto.uuid()
+      assert.same({ status = 401, error = "token_invalid", www = true },
+        invalid(import(srv, host.jwt.sign_hs256(claims, SECRET), small(1, 129))))
+      assert.same(b_before, library_of(b.user.id))
+    end)
+
+    it("sent twice at once yields exactly one import", function()
+      local u = h.login(srv, "twice@example.com")
+      local token = token_for(u)
+      local body = body_of(small(300, 130))
+      local res = parallel_imports(srv, { { token = token, body = body }, { token = token, body = body } })
+      local statuses = { res[1].status, res[2].status }
+      table.sort(statuses)
+      assert.same({ 200, 401 }, statuses)
+      local refused = res[1].status == 401 and res[1] or res[2]
+      assert.same("token_already_used", refused.json.error)
+      assert.same(1, one([[SELECT count(*)::int AS n FROM sync_history
+                           WHERE user_id = $1 AND success]], u.user.id).n)
+      assert.same(300, count_active(u.user.id))
+    end)
+  end)
+
+  describe("concurrent syncs", function()
+    it("of two users with overlapping catalogs never deadlock or lose a row (20 rounds)", function()
+      local a = h.login(srv, "concurrent-a@example.com")
+      local b = h.login(srv, "concurrent-b@example.com")
+      local shared = lib.generate(200, { seed = 140, salt = 140 })
+      local only_a = lib.generate(50, { seed = 141, salt = 141 })
+      local only_b = lib.generate(50, { seed = 142, salt = 142 })
+      for round = 1, 20 do
+        local pa, pb = {}, {}
+        for i, it in ipairs(shared) do
+          local x, y = lib.copy(it), lib.copy(it)
+          x.rating, y.rating = (round % 5) + 0.1, (round % 5) + 0.2
+          -- different items know different arrays, so each sync runs several update groups
+          if i % 2 == 0 then x.authors = {} else y.authors = {} end
+          if i % 3 == 0 then x.categories = {} end
+          if i % 5 == 0 then y.narrators = {} end
+          pa[#pa + 1], pb[#pb + 1] = x, y
+        end
+        for _, it in ipairs(only_a) do pa[#pa + 1] = it end
+        for _, it in ipairs(only_b) do pb[#pb + 1] = it end
+        local res = parallel_imports(srv, {
+          { token = token_for(a), body = body_of(pa) },
+          { token = token_for(b), body = body_of(pb) },
+        })
+        assert.same({ 200, 200 }, { res[1].status, res[2].status }, "round " .. round)
+      end
+      assert.same(250, count_active(a.user.id))
+      assert.same(250, count_active(b.user.id))
+      local asins = {}
+      for _, it in ipairs(shared) do asins[#asins + 1] = it.asin end
+      for _, it in ipairs(only_a) do asins[#asins + 1] = it.asin end
+      for _, it in ipairs(only_b) do asins[#asins + 1] = it.asin end
+      assert.same(300, one("SELECT count(*)::int AS n FROM title_catalog WHERE asin = ANY($1::text[])",
+        asins).n)
+      -- no name was lost on the way: every shared title still has its authors
+      assert.same(0, one([[SELECT count(*)::int AS n FROM title_catalog
+                           WHERE asin = ANY($1::text[]) AND cardinality(authors) = 0]], asins).n)
+      assert.is_nil((srv:log() or ""):find("deadlock", 1, true))
+    end)
+  end)
+
+  describe("sync history", function()
+    it("records failed attempts with their reason, outside the failed transaction", function()
+      local c = h.login(srv, "history-failures@example.com")
+      local token = token_for(c)
+      assert.same(422, import(srv, token, { { asin = "short", title = "t", source = "LIBRARY" } }).status)
+      assert.same(200, import(srv, token, small(2, 150)).status)
+      assert.same(401, import(srv, token, small(2, 150)).status)
+      local hist = rows([[SELECT success, error_message, warnings, titles_imported
+                          FROM sync_history WHERE user_id = $1 ORDER BY synced_at]], c.user.id)
+      assert.same({
+        { success = false, error_message = "none of the 1 titles is valid; nothing was imported",
+          warnings = { "titles[0].asin: must be 10 letters or digits (an ASIN or ISBN-10)" },
+          titles_imported = 0 },
+        { success = true, error_message = null, warnings = {}, titles_imported = 2 },
+        { success = false, error_message = "this sync token was already used; start a new sync",
+          warnings = {}, titles_imported = 0 },
+      }, hist)
+    end)
+
+    it("lists the newest syncs first, 5 by default and at most 100", function()
+      local c = h.login(srv, "history-list@example.com")
+      for i = 1, 7 do   -- each sync a superset of the previous one (same seed)
+        assert.same(200, import(srv, token_for(c), small(i, 160)).status)
+      end
+      local res = c:get("/api/sync/history")
+      assert.same(200, res.status)
+      assert.same(5, #res.json)
+      assert.same({ 7, 6, 5, 4, 3 }, {
+        res.json[1].titlesImported, res.json[2].titlesImported, res.json[3].titlesImported,
+        res.json[4].titlesImported, res.json[5].titlesImported })
+      local first = res.json[1]
+      local row = one([[SELECT id, synced_at FROM sync_history WHERE user_id = $1
+                        ORDER BY synced_at DESC LIMIT 1]], c.user.id)
+      assert.same({ id = row.id, syncedAt = row.synced_at, titlesImported = 7, newToCatalog = 1,
+                    libraryCount = first.libraryCount, wishlistCount = 7 - first.libraryCount,
+                    warnings = {}, success = true, errorMessage = null }, first)
+      assert.same(7, #c:get("/api/sync/history?limit=100").json)
+      assert.same(2, #c:get("/api/sync/history?limit=2").json)
+    end)
+
+    it("answers 400 naming the parameter for a bad limit", function()
+      local c = h.login(srv, "history-limit@example.com")
+      for _, bad in ipairs({ "0", "101", "abc", "2.5" }) do
+        local res = c:get("/api/sync/history?limit=" .. bad)
+        assert.same({ status = 400, error = "invalid_parameter" }, err(res))
+        assert.same("limit", res.json.details[1].path)
+      end
+    end)
+
+    it("shows only the signed-in user's syncs", function()
+      local a = h.login(srv, "history-a@example.com")
+      local b = h.login(srv, "history-b@example.com")
+      assert.same(200, import(srv, token_for(a), small(2, 170)).status)
+      assert.same({}, b:get("/api/sync/history").json)
+      assert.same(1, #a:get("/api/sync/history").json)
+    end)
+  end)
+
+  describe("cleanup", function()
+    local function seed_tokens(user_id)
+      for _, age in ipairs({ 25, 23 }) do
+        assert(h.db().query([[
+          INSERT INTO sync_tokens (jti, user_id, created_at, expires_at)
+          VALUES ($1, $2, now() - make_interval(hours => $3) - interval '15 minutes',
+                  now() - make_interval(hours => $3))]], host.crypto.uuid(), user_id, age))
+      end
+    end
+
+    local function ages(user_id)
+      local out = {}
+      for _, r in ipairs(rows([[SELECT round(extract(epoch FROM now() - expires_at) / 3600)::int AS h
+                                FROM sync_tokens WHERE user_id = $1 AND NOT used ORDER BY 1]], user_id)) do
+        out[#out + 1] = r.h
+      end
+      return out
+    end
+
+    it("deletes tokens expired for more than 24 hours when `shelfsync cleanup` runs", function()
+      local c = h.login(srv, "cleanup-cli@example.com")
+      seed_tokens(c.user.id)
+      token_for(c)
+      local cmd = string.format("cd %s && env DATABASE_URL=%s SHELFSYNC_SECRET=%s %s cleanup 2>&1",
+        h.shell_quote(h.root), h.shell_quote(os.getenv("DATABASE_URL")), h.shell_quote(SECRET),
+        h.shell_quote(h.binary))
+      local p = io.popen(cmd)
+      local out = p:read("a")
+      assert(p:close(), out)
+      assert.same({ 0, 23 }, ages(c.user.id))
+    end)
+
+    it("deletes them from the server's housekeeping timer too", function()
+      local timer = h.start_server{ env = { SHELFSYNC_CLEANUP_INTERVAL_S = "1" } }
+      local ok, e = pcall(function()
+        local c = h.login(timer, "cleanup-timer@example.com")
+        seed_tokens(c.user.id)
+        h.wait_until(function() return #ages(c.user.id) == 1 end, 10, "the cleanup timer")
+        assert.same({ 23 }, ages(c.user.id))
+      end)
+      timer:stop()
+      assert(ok, e)
+    end)
+  end)
+end)
