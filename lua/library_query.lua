@@ -27,7 +27,8 @@ local db = require("db")
 
 local crypto = host.crypto
 local config = host.config
-local type, pairs, ipairs, tostring, tointeger = type, pairs, ipairs, tostring, math.tointeger
+local type, pairs, ipairs, tostring, tonumber, tointeger =
+  type, pairs, ipairs, tostring, tonumber, math.tointeger
 local concat, unpack = table.concat, table.unpack
 local find, sub, gsub, upper = string.find, string.sub, string.gsub, string.upper
 local null = json.null
@@ -122,8 +123,8 @@ function _M.params(rule, query)
   end
   if p.finished then p.finished = (p.finished == "true") end
   if rule == _M.LIST_PARAMS then
-    if p.sort == "relevance" and not p.q then
-      bad_param("sort", "relevance needs a search (q)")
+    if p.sort and SORTS[p.sort].needs_q and not p.q then
+      bad_param("sort", p.sort .. " needs a search (q)")
     end
     p.sort = p.sort or (p.q and "relevance" or "dateAdded")
     p.order = p.order or SORTS[p.sort].order
@@ -203,12 +204,15 @@ local function key_expr(key, b)
   return e
 end
 
+-- Keys whose cursor value travels as PostgreSQL's own text: a timestamp as a typed result
+-- is cut to milliseconds, and a float written by cjson keeps 14 digits, not always enough
+-- to name the same double again. Text is exact, and the cast takes it back.
+local AS_TEXT = { timestamptz = true, float8 = true, real = true }
+
 -- The key's value as the cursor keeps it: exact, and castable back with key.cast.
--- Timestamps go as text: the typed result would be cut to milliseconds.
-local function key_select(key, b)
-  local e = key_expr(key, b)
-  if key.cast == "timestamptz" then return e .. "::text" end
-  return e
+local function cursor_value(expr, key)
+  if AS_TEXT[key.cast] then return expr .. "::text" end
+  return expr
 end
 
 local function direction(key, order)
@@ -255,14 +259,17 @@ local function iso(expr)
 end
 _M.iso = iso
 
--- Catalog columns under the API's names, read from a row alias that has the columns of
--- title_catalog (s). Exported so other routes that show a title (lists) answer the same
--- shape: SELECT row_to_json(t) FROM (SELECT <title_fields("c")> FROM title_catalog AS c) AS t.
-function _M.title_fields(s)
-  return gsub([[s.asin, s.title, s.subtitle, s.authors, s.narrators,
-    s.series_name AS "seriesName", s.series_position AS "seriesPosition", s.duration,
-    s.cover_image_url AS "coverImageUrl", s.summary, s.rating, s.rating_count AS "ratingCount",
-    s.publisher, s.release_date AS "releaseDate", s.language, s.categories]], "s%.", s .. ".")
+-- Catalog columns under the API's names, read from a row alias (@) that has the columns
+-- of title_catalog. title_fields(alias) is exported so that other routes showing a title
+-- (lists) answer the same shape:
+--   SELECT row_to_json(t) FROM (SELECT <title_fields("c")> FROM title_catalog AS c) AS t
+local TITLE_FIELDS = [[@.asin, @.title, @.subtitle, @.authors, @.narrators,
+    @.series_name AS "seriesName", @.series_position AS "seriesPosition", @.duration,
+    @.cover_image_url AS "coverImageUrl", @.summary, @.rating, @.rating_count AS "ratingCount",
+    @.publisher, @.release_date AS "releaseDate", @.language, @.categories]]
+
+function _M.title_fields(alias)
+  return (gsub(TITLE_FIELDS, "@", alias))
 end
 
 -- What a subquery must select (from user_library AS ul JOIN title_catalog AS c) for
@@ -312,8 +319,8 @@ end
 local CAST_CHECK = {
   boolean = function(v) return type(v) == "boolean" end,
   integer = function(v) return type(v) == "number" and tointeger(v) ~= nil end,
-  float8 = function(v) return type(v) == "number" end,
-  real = function(v) return type(v) == "number" end,
+  float8 = function(v) return type(v) == "string" and tonumber(v) ~= nil end,
+  real = function(v) return type(v) == "string" and tonumber(v) ~= nil end,
   text = function(v) return type(v) == "string" end,
   date = function(v) return type(v) == "string" and find(v, "^%d%d%d%d%-%d%d%-%d%d$") ~= nil end,
   timestamptz = function(v) return type(v) == "string" and find(v, "^%d%d%d%d%-%d%d%-%d%d %d") ~= nil end,
@@ -373,7 +380,7 @@ function _M.page_sql(user_id, p)
     local exprs, keys, order = {}, {}, {}
     for i, key in ipairs(spec.keys) do
       exprs[i] = key_expr(key, b)
-      keys[i] = key_select(key, b) .. " AS k" .. i
+      keys[i] = cursor_value(exprs[i], key) .. " AS k" .. i
       order[i] = exprs[i] .. " " .. direction(key, p.order)
     end
     local page_where = where
@@ -399,7 +406,7 @@ function _M.page_sql(user_id, p)
     defs[i] = key_expr(key, b) .. " AS k" .. i
     mk[i] = "m.k" .. i
     order[i] = mk[i] .. " " .. direction(key, p.order)
-    out[i] = "x.k" .. i .. (key.cast == "timestamptz" and "::text" or "") .. " AS k" .. i
+    out[i] = cursor_value("x.k" .. i, key) .. " AS k" .. i
   end
   local page_where = values and ("WHERE " .. after(b, spec, p.order, mk, values)) or ""
   local sql = [[

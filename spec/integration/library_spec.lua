@@ -531,6 +531,26 @@ describe("library browsing", function()
         assert.are.equal(200, alice:get("/api/library?sort=title&cursor=" .. cursor).status)
       end)
 
+      it("resumes exactly after keys that differ in the last digit or microsecond", function()
+        local erin = h.login(srv, "erin@example.com", "Erin")
+        local close = {}
+        for i = 1, 12 do
+          close[i] = item(format("K%09d", i), "Close " .. i, {
+            rating = 4.123456789012345 + ((i * 7) % 12) * 2 ^ -50,   -- neighbouring doubles
+            dateAdded = format("2021-06-01T12:00:00.0000%02dZ", (i * 5) % 12),
+          })
+        end
+        fx.insert(pg, erin.user.id, close)
+        for _, it in ipairs(close) do   -- the fixture's JSON keeps 14 digits: set all 17
+          assert(pg.query("UPDATE title_catalog SET rating = $2 WHERE asin = $1", it.asin, it.rating))
+        end
+        for asin, id in pairs(entry_ids(erin.user.id)) do ids[asin] = id end
+        assert.are.same(asins_of(sorted(close, SORT_KEYS.rating, "desc")),
+          (walk(erin, { sort = "rating", limit = 1 })))
+        assert.are.same(asins_of(sorted(close, SORT_KEYS.dateAdded, "asc")),
+          (walk(erin, { sort = "dateAdded", order = "asc", limit = 1 })))
+      end)
+
       it("answers nextCursor null on the last page", function()
         local res = alice:get("/api/library?limit=200&source=WISHLIST&language=de")
         assert.are.equal(200, res.status)
