@@ -186,7 +186,7 @@ function _M.try_start(port, opts)
     shell_quote(opts.root or ROOT), table.concat(parts, " "), shell_quote(_M.binary),
     shell_quote(log), shell_quote(pidfile), shell_quote(exitfile))
   _M.exec(cmd)
-  local pid = _M.wait_until(function() return _M.read_file(pidfile) end, 5, "server pid"):match("%d+")
+  local pid = _M.wait_until(function() return (_M.read_file(pidfile) or ""):match("%d+") end, 5, "server pid")
   local srv = setmetatable({ port = port, url = url, pid = pid, log_path = log, pidfile = pidfile,
                              exitfile = exitfile }, Server)
   local deadline = host.clock_ms() + 20000
