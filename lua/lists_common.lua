@@ -4,7 +4,7 @@
 --
 --   local lc = require("lists_common")
 --   local kind = lc.KINDS.list                       -- or lc.KINDS.tierlist
---   local body = lc.read_object(ctx, rule, "invalid list")        -- 400 / 422 otherwise
+--   local b = lc.check("invalid list", rule, lc.object_body(ctx))  -- 400 / 415 / 422 otherwise
 --   local row = lc.for_read(kind, ctx.params.id, ctx.user)        -- 404 unless visible
 --   db.tx(function() local row = lc.for_write(kind, id, ctx.user) ... end)  -- 404 / 403
 --   local entries = lc.resolve(kind, user_id, list_id, asins, paths)  -- 422 naming items
@@ -28,7 +28,7 @@ local validate = require("validate")
 local lq = require("library_query")
 
 local type, ipairs, tostring, concat = type, ipairs, tostring, table.concat
-local find, format = string.find, string.format
+local find, match, format = string.find, string.match, string.format
 local null = json.null
 
 -- ---- limits and field rules (an operator changes a rule here) ----
@@ -226,12 +226,22 @@ function _M.check_constraints(kind)
 end
 
 -- Raises the answer for a failed write of members: 23503 (an entry that is not the
--- owner's) -> 422 title_not_in_library; 23514 tier not in labels -> 422 tier_in_use;
--- anything else -> a plain error (500).
-function _M.map_write_error(kind, msg, sqlstate, info)
+-- owner's) -> 422 title_not_in_library, naming the item when the key in the detail is one
+-- of `ids` (the entry ids written, in item order; path(i) as for resolve); 23514 tier not
+-- in labels -> 422 tier_in_use; anything else -> a plain error (500). The Lua checks come
+-- first, so this only answers what a concurrent change let through them.
+function _M.map_write_error(kind, msg, sqlstate, info, ids, path)
   local constraint = info and info.constraint or ""
   if sqlstate == "23503" and find(constraint, "entry_owner", 1, true) then
-    errors.raise(422, "title_not_in_library", "a title is not in your library")
+    local entry = match(info.detail or "", "=%([%x-]+, ([%x-]+)%)")
+    local details = {}
+    for i, id in ipairs(ids or {}) do
+      if id == entry then
+        details[1] = { path = path(i) .. ".asin", message = "is not in your library" }
+        break
+      end
+    end
+    errors.raise(422, "title_not_in_library", "a title is not in your library", details)
   elseif sqlstate == "23514" and constraint == "tier_assignments_tier_in_labels" then
     errors.raise(422, "tier_in_use", "an assignment names a tier that is not one of the labels",
       { { path = "tierLabels", message = tostring(info.detail or msg) } })
@@ -337,7 +347,8 @@ function _M.body(kind, id, viewer)
   return row.body
 end
 
--- {"<key>": [summaries]} parts for a user: JSON text of the summaries array.
+-- The JSON text ([...]) of the summaries of a user's lists or tier lists (PUBLIC ones only
+-- when public_only), most recently changed first.
 function _M.summaries(kind, user_id, public_only)
   local sql = kind == _M.KINDS.list and _M.LIST_SUMMARIES_SQL or _M.TIERLIST_SUMMARIES_SQL
   return db.one(sql, user_id, public_only and true or false).body

@@ -31,7 +31,7 @@ end
 
 describe("recommendation lists", function()
   local srv, pg, alice, bob, anon
-  local mine, theirs, by_asin = {}, {}, {}
+  local mine, theirs = {}, {}
 
   -- The expected LIST for an answer `got`, with items {item, note} (id and times from got).
   local function expected(got, fields, items, viewer_is_owner)
@@ -73,8 +73,6 @@ describe("recommendation lists", function()
     theirs = fx.generate{ count = 4, seed = 32, asin_prefix = "L2" }
     fx.insert(pg, alice.user.id, mine)
     fx.insert(pg, bob.user.id, theirs)
-    for _, it in ipairs(mine) do by_asin[it.asin] = it end
-    for _, it in ipairs(theirs) do by_asin[it.asin] = it end
   end)
 
   teardown(function()
@@ -294,7 +292,8 @@ describe("recommendation lists", function()
         { { title = null }, { { path = "title", message = "must not be null or empty" } } },
         { { title = "" }, { { path = "title", message = "must not be null or empty" } } },
         { { visibility = null }, { { path = "visibility", message = "must not be null or empty" } } },
-        { { visibility = "FRIENDS" }, { { path = "visibility", message = "must be one of PRIVATE, UNLISTED, PUBLIC" } } },
+        { { visibility = "FRIENDS" },
+          { { path = "visibility", message = "must be one of PRIVATE, UNLISTED, PUBLIC" } } },
         { { id = "x", title = "y" }, { { path = "id", message = "is not an allowed field" } } },
       }
       for _, c in ipairs(cases) do
@@ -362,9 +361,33 @@ describe("recommendation lists", function()
       assert.are.equal("", res.body)
       assert.are.equal(404, alice:get("/api/lists/" .. list.id).status)
       assert.are.equal(404, alice:delete("/api/lists/" .. list.id).status)
-      assert.are.equal(0, assert(pg.query("SELECT count(*)::int AS n FROM list_items WHERE list_id = $1", list.id))[1].n)
+      assert.are.equal(0, assert(pg.query(
+        "SELECT count(*)::int AS n FROM list_items WHERE list_id = $1", list.id))[1].n)
       -- The library entry itself stays.
       assert.are.equal(200, alice:get("/api/library/" .. mine[8].asin).status)
+    end)
+  end)
+
+  describe("the schema backstop", function()
+    it("maps the owner-library foreign key violation to a 422 naming the item", function()
+      local lc = require("lists_common")
+      local errors = require("errors")
+      local list = create(alice, { title = "Backstop" })
+      local entry = assert(pg.query([[SELECT ul.id FROM user_library AS ul JOIN title_catalog AS c
+        ON c.id = ul.title_id WHERE ul.user_id = $1 AND c.asin = $2]], bob.user.id, theirs[1].asin))[1].id
+      -- What the route would write if a concurrent change slipped past its checks.
+      local ok, msg, sqlstate, _, info = pg.query([[INSERT INTO list_items (list_id, user_id, user_library_id, position)
+        VALUES ($1, $2, $3, 1)]], list.id, alice.user.id, entry)
+      assert.is_nil(ok)
+      assert.are.equal("23503", sqlstate)
+      local raised
+      local pok, err = pcall(lc.map_write_error, lc.KINDS.list, msg, sqlstate, info,
+        { "00000000-0000-4000-8000-000000000000", entry }, function(i) return "[" .. (i - 1) .. "]" end)
+      assert.is_false(pok)
+      assert.is_true(errors.is_http(err))
+      raised = { status = err.status, code = err.code, details = err.details }
+      assert.are.same({ status = 422, code = "title_not_in_library",
+        details = { { path = "[1].asin", message = "is not in your library" } } }, raised)
     end)
   end)
 
@@ -373,11 +396,12 @@ describe("recommendation lists", function()
 
     setup(function()
       for _, v in ipairs{ "PRIVATE", "UNLISTED", "PUBLIC" } do
-        lists[v] = create(alice, { title = "Seen " .. v, visibility = v, items = { { asin = mine[9].asin, note = "n" } } })
+        lists[v] = create(alice, { title = "Seen " .. v, visibility = v,
+          items = { { asin = mine[9].asin, note = "n" } } })
       end
     end)
 
-    it("lets the owner read every list, others the UNLISTED and PUBLIC ones, and hides PRIVATE ones with 404", function()
+    it("lets the owner read every list, others UNLISTED and PUBLIC ones, and hides PRIVATE ones (404)", function()
       local want = { alice = { 200, 200, 200 }, bob = { 404, 200, 200 }, anon = { 404, 200, 200 } }
       for who, client in pairs{ alice = alice, bob = bob, anon = anon } do
         for i, v in ipairs{ "PRIVATE", "UNLISTED", "PUBLIC" } do

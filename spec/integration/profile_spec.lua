@@ -161,7 +161,7 @@ describe("usernames and public profiles", function()
       assert.are.equal('{"user":{"username":"Reader_One"},"lists":[],"tierLists":[]}', res.body)
     end)
 
-    it("answers 404 alike for an unknown handle, a malformed one, a PRIVATE profile and a deactivated account", function()
+    it("answers 404 alike for unknown and malformed handles, PRIVATE profiles and deactivated accounts", function()
       local dave = h.login(srv, "dave@example.com")
       assert.are.equal(200, claim(dave, { username = "dave_hidden", profileVisibility = "PRIVATE" }).status)
       local erin = h.login(srv, "erin@example.com")

@@ -222,7 +222,8 @@ describe("tier lists", function()
       assert.are.equal(200, res.status, res.body)
       assert.are.same(expected(res.json, { title = "Moods", description = "d", tierLabels = { "Like", "Love", "Meh" } },
         { { mine[1], "Like", 1 } }), res.json)
-      res = alice:patch("/api/tierlists/" .. list.id, { title = "Moods 2", description = null, visibility = "UNLISTED" })
+      res = alice:patch("/api/tierlists/" .. list.id,
+        { title = "Moods 2", description = null, visibility = "UNLISTED" })
       assert.are.equal(200, res.status, res.body)
       assert.are.same(expected(res.json, { title = "Moods 2", visibility = "UNLISTED",
         tierLabels = { "Like", "Love", "Meh" } }, { { mine[1], "Like", 1 } }), res.json)
@@ -315,7 +316,7 @@ describe("tier lists", function()
       end
     end)
 
-    it("lets the owner read every tier list, others the UNLISTED and PUBLIC ones, and hides PRIVATE ones with 404", function()
+    it("lets the owner read every tier list, others UNLISTED and PUBLIC ones, and hides PRIVATE ones (404)", function()
       local want = { alice = { 200, 200, 200 }, bob = { 404, 200, 200 }, anon = { 404, 200, 200 } }
       for who, client in pairs{ alice = alice, bob = bob, anon = anon } do
         for i, v in ipairs{ "PRIVATE", "UNLISTED", "PUBLIC" } do
