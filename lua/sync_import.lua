@@ -261,6 +261,28 @@ end
 -- Rows are read in chunks: the Lua heap then holds one chunk of stored rows at a time
 -- besides the payload, which bounds a worker's memory on large syncs.
 local FETCH_CHUNK = 2000
+-- And written in chunks, in key order, so a statement's parameters stay a few MB and its
+-- run time well under statement_timeout_ms even for the largest payload.
+local WRITE_CHUNK = 5000
+
+-- db.upsert over rows[1..n] in chunks of WRITE_CHUNK; returns the answers as one list.
+local function upsert_chunked(spec, rows, n)
+  if n <= WRITE_CHUNK then
+    spec.rows = rows
+    return db.upsert(spec)
+  end
+  local all = {}
+  for first = 1, n, WRITE_CHUNK do
+    local last = first + WRITE_CHUNK - 1
+    if last > n then last = n end
+    local part = {}
+    for i = first, last do part[i - first + 1] = rows[i] end
+    spec.rows = part
+    local res = db.upsert(spec)
+    for i = 1, #res do all[first + i - 1] = res[i] end
+  end
+  return all
+end
 
 local LIBRARY_COLUMNS = { "user_id", "title_id", "source", "listening_progress", "personal_rating",
                           "date_added", "removed_at" }
@@ -376,8 +398,9 @@ local function catalog(prep, w)
   -- ours to insert (DO NOTHING) and joins the updates instead.
   local new_to_catalog = 0
   if nnew > 0 then
-    local res = db.upsert{ table = "title_catalog", key = { "asin" }, columns = CATALOG_COLUMNS,
-                           update = NOTHING, returning = ID_ONLY, rows = new_rows }
+    local res = upsert_chunked({ table = "title_catalog", key = { "asin" },
+                                 columns = CATALOG_COLUMNS, update = NOTHING,
+                                 returning = ID_ONLY }, new_rows, nnew)
     local raced = false
     for i = 1, nnew do
       local r, k = res[i], new_pos[i]
@@ -418,9 +441,10 @@ local function catalog(prep, w)
   for m = 0, ARRAYS_MASK do
     local g = groups[m]
     if g then
-      local res = db.upsert{ table = "title_catalog", key = { "asin" }, columns = CATALOG_COLUMNS,
-                             update = UPDATE_FOR[m], keep_on_null = KEEP_ON_NULL,
-                             only_changed = true, returning = ID_ONLY, rows = g }
+      local res = upsert_chunked({ table = "title_catalog", key = { "asin" },
+                                   columns = CATALOG_COLUMNS, update = UPDATE_FOR[m],
+                                   keep_on_null = KEEP_ON_NULL, only_changed = true,
+                                   returning = ID_ONLY }, g, #g)
       for i = 1, #g do
         if res[i].changed then changed = changed + 1 end
       end
@@ -479,8 +503,11 @@ local function library(user_id, prep, title_ids, now)
     end
   end
   if nrows > 0 then
-    db.upsert{ table = "user_library", key = { "user_id", "title_id" }, columns = LIBRARY_COLUMNS,
-               update = LIBRARY_UPDATE, only_changed = true, returning = ID_ONLY, rows = rows }
+    -- rows follow the ASIN order, not the (user_id, title_id) key: this user's rows are
+    -- only written under the advisory lock, so their order cannot deadlock.
+    upsert_chunked({ table = "user_library", key = { "user_id", "title_id" },
+                     columns = LIBRARY_COLUMNS, update = LIBRARY_UPDATE, only_changed = true,
+                     returning = ID_ONLY }, rows, nrows)
   end
 
   local gone, ngone = {}, 0

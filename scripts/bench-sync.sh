@@ -29,23 +29,27 @@ trap cleanup EXIT
 export DATABASE_URL="$(scripts/pg.sh url "$DB")"
 build/shelfsync migrate 2>"$WORK/migrate.log" || { cat "$WORK/migrate.log"; exit 1; }
 
-# A free loopback port.
+# Start the server on a free loopback port (another process may take a port between the
+# probe and the bind: then the next one is tried).
 PORT=""
 for p in $(seq 38100 38300); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { PORT=$p; break; }
+  (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
+  SHELFSYNC_LISTEN="127.0.0.1:$p" SHELFSYNC_PUBLIC_URL="http://127.0.0.1:$p" \
+  SHELFSYNC_SECRET="bench-secret-0123456789abcdef0123456789abcdef" SHELFSYNC_DEV_LOGIN=1 \
+  SHELFSYNC_LOG_LEVEL=warn \
+    build/shelfsync serve >"$WORK/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 100); do
+    if curl -fs "http://127.0.0.1:$p/healthz" >/dev/null 2>&1; then PORT=$p; break; fi
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  [[ -n "$PORT" ]] && break
+  if ! grep -q "cannot listen" "$WORK/server.log"; then cat "$WORK/server.log"; exit 1; fi
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
 done
-[[ -n "$PORT" ]] || { echo "bench-sync: no free port" >&2; exit 1; }
-
-SHELFSYNC_LISTEN="127.0.0.1:$PORT" SHELFSYNC_PUBLIC_URL="http://127.0.0.1:$PORT" \
-SHELFSYNC_SECRET="bench-secret-0123456789abcdef0123456789abcdef" SHELFSYNC_DEV_LOGIN=1 \
-SHELFSYNC_LOG_LEVEL=warn \
-  build/shelfsync serve >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 1 100); do
-  curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log"; exit 1; }
-  sleep 0.1
-done
+[[ -n "$PORT" ]] || { echo "bench-sync: could not start the server" >&2; exit 1; }
 
 echo "bench-sync: $(nproc) cores, PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'), server pid $SERVER_PID on port $PORT"
 BENCH_URL="http://127.0.0.1:$PORT" BENCH_PID="$SERVER_PID" lua5.4 bench/bench_sync.lua

@@ -218,6 +218,21 @@ describe("validate", function()
       assert.same(20, #v)
     end)
 
+    it("clean arrays of names the same way when the text was checked as a whole", function()
+      local r = { type = "array", items = { type = "string", max_len = 5 }, compact = true, unique = true }
+      local fast = validate.checker(r, { text_checked = true })
+      local t = { "Ann", "Bob" }
+      assert.equal(t, (fast(t)))
+      assert.same({ "Ann", "Bob" }, (fast({ " Ann", "Bob", "", "Ann", null })))
+      local v, errs = fast({ "Ann", "Roberta" }, "authors")
+      assert.same({ nil, { { path = "authors[1]", message = "must be at most 5 characters" } } },
+        { v, errs })
+      v, errs = fast({ "Ann", 7 }, "authors")
+      assert.same({ nil, { { path = "authors[1]", message = "must be a string" } } }, { v, errs })
+      assert.same({ nil, { { path = "authors", message = "must be an array" } } },
+        { fast({ a = "Ann" }, "authors") })
+    end)
+
     it("require a minimum when told", function()
       assert.same(refused("", "must hold at least 1 item"),
         result({ type = "array", min_items = 1 }, {}))
