@@ -361,9 +361,10 @@ static int sql_is_read(const char *sql)
 }
 
 /*
-** Runs one statement with text parameters. Returns the successful result
-** (caller PQclears) or NULL with e filled. Handles lazy (re)connection, the
-** lost-transaction state and the single retry of reads (see the top comment).
+** Runs one statement (parameters in text, or as formats[] says). Returns the
+** successful result (caller PQclears) or NULL with e filled. Handles lazy
+** (re)connection, the lost-transaction state and the single retry of reads
+** (see the top comment).
 */
 static PGresult *conn_execp(struct pg_conn *c, const char *sql, int nparams,
                             const char *const *values, const int *lengths,
@@ -404,10 +405,8 @@ static PGresult *conn_execp(struct pg_conn *c, const char *sql, int nparams,
         }
         err_from_result(e, c->conn, res);
         PQclear(res);
-        if (PQstatus(c->conn) != CONNECTION_BAD) {
+        if (PQstatus(c->conn) != CONNECTION_BAD && e->kind != PG_KIND_CONNECTION) {
             c->in_tx = PQtransactionStatus(c->conn) != PQTRANS_IDLE;
-            if (e->kind == PG_KIND_CONNECTION)  /* e.g. terminated by the admin */
-                conn_drop(c);
             return NULL;
         }
         conn_drop(c);
