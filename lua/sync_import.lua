@@ -332,8 +332,12 @@ local function catalog_row(it, m)
   }
 end
 
--- The SELECT of stored rows: only the columns some item carries (the extension sends
+-- Stored rows are read with only the columns some item carries (the extension sends
 -- little besides the title), plus what the warnings need.
+local COVER
+for i = 1, NSCALARS do if FIELD[i] == "coverImageUrl" then COVER = i end end
+
+-- The SELECT of stored rows, and whether it reads no_cover rather than the cover.
 local function catalog_select(items, mask, count)
   local carried, ncarried, mask_and = {}, 0, ARRAYS_MASK
   for k = 1, count do
@@ -349,23 +353,27 @@ local function catalog_select(items, mask, count)
     mask_and = mask_and & mask[k]
     if mask_and == 0 and ncarried == NSCALARS then break end
   end
-  local cols = { "id", "asin", "cardinality(authors) = 0 AS no_authors",
-                 "cover_image_url IS NULL AS no_cover" }
+  -- (= ANY of the array: an index scan per ASIN whatever the catalog's size or statistics)
+  local cols = { "c.asin", "c.id" }
   for i = 1, NSCALARS do
-    if carried[i] then cols[#cols + 1] = COLUMN[i] end
+    if carried[i] then cols[#cols + 1] = "c." .. COLUMN[i] end
   end
   -- an array column is read when some item knows it (its mask bit is clear)
-  if mask_and & NO_AUTHORS == 0 then cols[#cols + 1] = "authors" end
-  if mask_and & NO_NARRATORS == 0 then cols[#cols + 1] = "narrators" end
-  if mask_and & NO_CATEGORIES == 0 then cols[#cols + 1] = "categories" end
-  return "SELECT " .. concat(cols, ", ") .. " FROM title_catalog WHERE asin = ANY($1::text[])"
+  if mask_and & NO_AUTHORS == 0 then cols[#cols + 1] = "c.authors" end
+  if mask_and & NO_NARRATORS == 0 then cols[#cols + 1] = "c.narrators" end
+  if mask_and & NO_CATEGORIES == 0 then cols[#cols + 1] = "c.categories" end
+  -- what the warnings need, when not read anyway
+  if mask_and & NO_AUTHORS ~= 0 then cols[#cols + 1] = "cardinality(c.authors) = 0 AS no_authors" end
+  if not carried[COVER] then cols[#cols + 1] = "c.cover_image_url IS NULL AS no_cover" end
+  return "SELECT " .. concat(cols, ", ") .. " FROM title_catalog AS c WHERE c.asin = ANY($1::text[])",
+    not carried[COVER]
 end
 
 -- Brings the catalog up to date with the items. Returns title_ids (title_ids[k] for
 -- items[k]), the number of new rows and of rewritten rows.
 local function catalog(prep, w)
   local items, index, mask, count = prep.items, prep.index, prep.mask, prep.count
-  local sql = catalog_select(items, mask, count)
+  local sql, reads_no_cover = catalog_select(items, mask, count)
   local ids, is_new, no_authors, no_cover = {}, {}, {}, {}
   local new_rows, new_pos, nnew = {}, {}, 0
   local upd_pos, nupd = {}, 0
@@ -382,7 +390,9 @@ local function catalog(prep, w)
       local ex = existing[it.asin]
       if ex then
         ids[k] = ex.id
-        no_authors[k], no_cover[k] = ex.no_authors, ex.no_cover
+        local a = ex.authors
+        if a then no_authors[k] = a[1] == nil else no_authors[k] = ex.no_authors end
+        if reads_no_cover then no_cover[k] = ex.no_cover else no_cover[k] = ex.cover_image_url == null end
         if catalog_differs(it, mask[k], ex) then
           nupd = nupd + 1
           upd_pos[nupd] = k

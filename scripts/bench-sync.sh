@@ -36,7 +36,7 @@ for p in $(seq 38100 38300); do
   (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
   SHELFSYNC_LISTEN="127.0.0.1:$p" SHELFSYNC_PUBLIC_URL="http://127.0.0.1:$p" \
   SHELFSYNC_SECRET="bench-secret-0123456789abcdef0123456789abcdef" SHELFSYNC_DEV_LOGIN=1 \
-  SHELFSYNC_LOG_LEVEL=warn \
+  SHELFSYNC_LOG_LEVEL=info \
     build/shelfsync serve >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 100); do
@@ -53,3 +53,8 @@ done
 
 echo "bench-sync: $(nproc) cores, PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'), server pid $SERVER_PID on port $PORT"
 BENCH_URL="http://127.0.0.1:$PORT" BENCH_PID="$SERVER_PID" lua5.4 bench/bench_sync.lua
+
+# Where the server's time went, per import (the route logs each phase).
+echo
+echo "server-side phases per import (ms), in order:"
+grep -o '"msg":"sync import [^"]*' "$WORK/server.log" | sed -E 's/.*, ([0-9]+) titles \(([0-9]+) new.*ms: /\1 titles, \2 new: /'
