@@ -97,8 +97,8 @@ local function unauthorized(ctx, code, message)
     { ["WWW-Authenticate"] = WWW_AUTHENTICATE }
 end
 
--- Returns the verified claims and nil, or nil and the 401 (code, message); `known` is true
--- when the token is authentic and names its user (the failure then goes to sync history).
+-- Returns the verified claims, or nil and the 401's code and message, plus the claims when
+-- the token is authentic and names its user (the failure then goes to sync history).
 local function check_token(req)
   local header = req.headers.authorization
   local token = type(header) == "string" and match(header, "^[Bb][Ee][Aa][Rr][Ee][Rr] +([%w%-_%.]+) *$")
@@ -170,9 +170,9 @@ local function failure_of(err, request_id)
 end
 
 local function import(ctx)
-  local claims, code, message, known = check_token(ctx.req)
+  local claims, code, message, authentic = check_token(ctx.req)
   if not claims then
-    if known then sync_import.record_failure(known.sub, message) end
+    if authentic then sync_import.record_failure(authentic.sub, message) end
     return unauthorized(ctx, code, message)
   end
   local ok, res = xpcall(do_import, host.traceback, ctx, claims)
