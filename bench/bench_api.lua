@@ -27,7 +27,10 @@ local DB = assert(os.getenv("DATABASE_URL"))
 local TITLES = tonumber(os.getenv("BENCH_TITLES") or "5000")
 local SECONDS = tonumber(os.getenv("BENCH_SECONDS") or "15")
 local WORKERS = tonumber(os.getenv("BENCH_WORKERS") or "4")
-local CONNECTIONS = tonumber(os.getenv("BENCH_CONNECTIONS") or tostring(WORKERS * 2))
+-- As many wrk connections as the server has workers, and as many pgbench clients: both
+-- sides run at the same concurrency, every worker (every database connection) busy, no
+-- queue in front of them inflating the latencies.
+local CONNECTIONS = tonumber(os.getenv("BENCH_CONNECTIONS") or tostring(WORKERS))
 local format = string.format
 
 local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end

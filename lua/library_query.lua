@@ -359,11 +359,14 @@ end
 
 -- ---- GET /api/library ----
 
--- One statement: the total of matches and the page (limit + 1 rows, to know whether
--- another page follows), each row's ENTRY as JSON plus its sort key values k1..kn.
+-- One statement, one row: the total of matches, the page's entries as JSON joined with
+-- commas (items), whether another page follows (more: the page is read with limit + 1
+-- rows), and the sort key values k1..kn of its last entry, for the next cursor. The
+-- database does the joining, so Lua only wraps the result; and the answer is a single
+-- row whatever the page size.
 --
--- Two shapes. Without q, the count and the page each read the library directly: the
--- default page is then an index scan on (user_id, date_added, id) that stops after
+-- Two shapes feed it. Without q, the count and the page each read the library directly:
+-- the default page is then an index scan on (user_id, date_added, id) that stops after
 -- limit + 1 rows, and the count an index-only scan. With q, the matches are computed once
 -- (a MATERIALIZED CTE holding ids and sort keys) and both the count and the page read
 -- them: the trigram test and the rank cost ~12 us a row, too much to pay twice.
@@ -372,10 +375,14 @@ function _M.page_sql(user_id, p)
   local spec = SORTS[p.sort]
   local where, catalog = filters(b, user_id, p)
   local values = p.cursor and decode_cursor(p, p.cursor)
-  local nkeys = #spec.keys
-  local pk, sk = {}, {}
-  for i = 1, nkeys do pk[i] = "p.k" .. i; sk[i] = "s.k" .. i end
+  local limit = b:arg(p.limit)
+  local sk, last = {}, {}
+  for i = 1, #spec.keys do
+    sk[i] = "s.k" .. i
+    last[i] = "(array_agg(p.k" .. i .. ") FILTER (WHERE p.n = " .. limit .. "))[1] AS k" .. i
+  end
 
+  local with, count, page = "", nil, nil
   if not p.q then
     local exprs, keys, order = {}, {}, {}
     for i, key in ipairs(spec.keys) do
@@ -385,70 +392,66 @@ function _M.page_sql(user_id, p)
     end
     local page_where = where
     if values then page_where = where .. " AND " .. after(b, spec, p.order, exprs, values) end
-    local sql = "SELECT t.total, p.entry, " .. concat(pk, ", ") .. [[
-      FROM (SELECT count(*) AS total FROM ]] .. (catalog and FROM or "user_library AS ul")
-        .. " WHERE " .. where .. [[) AS t
-      LEFT JOIN (
+    count = "SELECT count(*) AS total FROM " .. (catalog and FROM or "user_library AS ul")
+      .. " WHERE " .. where
+    page = [[
         SELECT row_number() OVER () AS n, row_to_json(e)::text AS entry, ]] .. concat(sk, ", ") .. [[
         FROM (SELECT ]] .. ENTRY_COLUMNS .. ", " .. concat(keys, ", ") .. [[
               FROM ]] .. FROM .. [[
               WHERE ]] .. page_where .. [[
               ORDER BY ]] .. concat(order, ", ") .. [[
-              LIMIT ]] .. b:arg(p.limit + 1) .. [[) AS s
-        ]] .. ENTRY_LATERAL .. [[
-      ) AS p ON true
-      ORDER BY p.n]]
-    return sql, b.args
+              LIMIT ]] .. limit .. [[ + 1) AS s
+        ]] .. ENTRY_LATERAL
+  else
+    local defs, mk, order, out = {}, {}, {}, {}
+    for i, key in ipairs(spec.keys) do
+      defs[i] = key_expr(key, b) .. " AS k" .. i
+      mk[i] = "m.k" .. i
+      order[i] = mk[i] .. " " .. direction(key, p.order)
+      out[i] = cursor_value("x.k" .. i, key) .. " AS k" .. i
+    end
+    local page_where = values and ("WHERE " .. after(b, spec, p.order, mk, values)) or ""
+    with = [[
+      WITH m AS MATERIALIZED (
+        SELECT ul.id, ul.title_id, ]] .. concat(defs, ", ") .. [[
+        FROM ]] .. FROM .. [[ WHERE ]] .. where .. [[)]]
+    count = "SELECT count(*) AS total FROM m"
+    page = [[
+        SELECT s.n, row_to_json(e)::text AS entry, ]] .. concat(sk, ", ") .. [[
+        FROM (SELECT x.n, ]] .. ENTRY_COLUMNS .. ", " .. concat(out, ", ") .. [[
+              FROM (SELECT row_number() OVER () AS n, m.*
+                    FROM (SELECT * FROM m ]] .. page_where .. [[
+                          ORDER BY ]] .. concat(order, ", ") .. [[
+                          LIMIT ]] .. limit .. [[ + 1) AS m) AS x
+              JOIN user_library AS ul ON ul.id = x.id
+              JOIN title_catalog AS c ON c.id = x.title_id) AS s
+        ]] .. ENTRY_LATERAL
   end
-
-  local defs, mk, order, out = {}, {}, {}, {}
-  for i, key in ipairs(spec.keys) do
-    defs[i] = key_expr(key, b) .. " AS k" .. i
-    mk[i] = "m.k" .. i
-    order[i] = mk[i] .. " " .. direction(key, p.order)
-    out[i] = cursor_value("x.k" .. i, key) .. " AS k" .. i
-  end
-  local page_where = values and ("WHERE " .. after(b, spec, p.order, mk, values)) or ""
-  local sql = [[
-    WITH m AS MATERIALIZED (
-      SELECT ul.id, ul.title_id, ]] .. concat(defs, ", ") .. [[
-      FROM ]] .. FROM .. [[ WHERE ]] .. where .. [[)
-    SELECT t.total, p.entry, ]] .. concat(pk, ", ") .. [[
-    FROM (SELECT count(*) AS total FROM m) AS t
-    LEFT JOIN (
-      SELECT s.n, row_to_json(e)::text AS entry, ]] .. concat(sk, ", ") .. [[
-      FROM (SELECT x.n, ]] .. ENTRY_COLUMNS .. ", " .. concat(out, ", ") .. [[
-            FROM (SELECT row_number() OVER () AS n, m.*
-                  FROM (SELECT * FROM m ]] .. page_where .. [[
-                        ORDER BY ]] .. concat(order, ", ") .. [[
-                        LIMIT ]] .. b:arg(p.limit + 1) .. [[) AS m) AS x
-            JOIN user_library AS ul ON ul.id = x.id
-            JOIN title_catalog AS c ON c.id = x.title_id) AS s
-      ]] .. ENTRY_LATERAL .. [[
+  local sql = with .. [[
+    SELECT t.total,
+           string_agg(p.entry, ',' ORDER BY p.n) FILTER (WHERE p.n <= ]] .. limit .. [[) AS items,
+           count(p.n) > ]] .. limit .. [[ AS more,
+           ]] .. concat(last, ", ") .. [[
+    FROM (]] .. count .. [[) AS t
+    LEFT JOIN (]] .. page .. [[
     ) AS p ON true
-    ORDER BY p.n]]
+    GROUP BY t.total]]
   return sql, b.args
 end
 
--- The response body of a page from page_sql's rows.
+-- The response body of a page from page_sql's row.
 function _M.page_body(p, rows)
-  local total = rows[1] and rows[1].total or 0
-  local items, n = {}, 0
-  for i = 1, #rows do
-    local r = rows[i]
-    if r.entry ~= null and r.entry ~= nil and n < p.limit then
-      n = n + 1
-      items[n] = r.entry
-    end
-  end
+  local r = rows[1]
+  local items = r.items
+  if items == null then items = "" end
   local next_cursor = "null"
-  if #rows > p.limit and rows[p.limit + 1].entry ~= null then
-    local last, values = rows[p.limit], {}
-    for i = 1, #SORTS[p.sort].keys do values[i] = last["k" .. i] end
+  if r.more then
+    local values = {}
+    for i = 1, #SORTS[p.sort].keys do values[i] = r["k" .. i] end
     next_cursor = '"' .. encode_cursor(p, values) .. '"'
   end
-  return '{"items":[' .. concat(items, ",") .. '],"nextCursor":' .. next_cursor
-    .. ',"total":' .. tostring(tointeger(total) or total) .. "}"
+  return '{"items":[' .. items .. '],"nextCursor":' .. next_cursor
+    .. ',"total":' .. tostring(tointeger(r.total) or r.total) .. "}"
 end
 
 -- ---- GET /api/library/:asin and GET /api/titles/:asin ----
