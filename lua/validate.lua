@@ -184,15 +184,15 @@ local FORMATS = {}
 local DATE_SHAPE = "^%d%d%d%d%-%d%d%-%d%d$"
 local DATETIME_SHAPE = "^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$"
 
--- y, m, d of a string whose first 10 bytes are YYYY-MM-DD digits.
-local function ymd(s)
-  local a, b, c, d, _, f, g, _, i, j = byte(s, 1, 10)
-  return a * 1000 + b * 100 + c * 10 + d - 53328, f * 10 + g - 528, i * 10 + j - 528
-end
-
+-- Digits are read as bytes: "YYYY" is a*1000 + b*100 + c*10 + d - 53328 (48 * 1111) and
+-- "MM" f*10 + g - 528 (48 * 11). Days up to 28 exist in every month.
 FORMATS.date = function(s)
   if find(s, DATE_SHAPE) then
-    if valid_ymd(ymd(s)) then return s end
+    local a, b, c, d, _, f, g, _, i, j = byte(s, 1, 10)
+    local y, m, dd = a * 1000 + b * 100 + c * 10 + d - 53328, f * 10 + g - 528, i * 10 + j - 528
+    if y >= 1 and m >= 1 and m <= 12 and dd >= 1 and (dd <= 28 or valid_ymd(y, m, dd)) then
+      return s
+    end
     return nil, DATE_MSG
   end
   local y, m, d = parse_iso(s)
@@ -203,7 +203,8 @@ end
 FORMATS.datetime = function(s)
   if find(s, DATETIME_SHAPE) then                   -- already YYYY-MM-DDTHH:MM:SS.mmmZ
     local a, b, c, d, _, f, g, _, i, j, _, k, l, _, m, n, _, o, p = byte(s, 1, 19)
-    if valid_ymd(a * 1000 + b * 100 + c * 10 + d - 53328, f * 10 + g - 528, i * 10 + j - 528)
+    local y, mo, dd = a * 1000 + b * 100 + c * 10 + d - 53328, f * 10 + g - 528, i * 10 + j - 528
+    if y >= 1 and mo >= 1 and mo <= 12 and dd >= 1 and (dd <= 28 or valid_ymd(y, mo, dd))
         and k * 10 + l <= 551 and m * 10 + n <= 587 and o * 10 + p <= 587 then
       return s      -- 551 = "23", 587 = "59" as two digit bytes (48 * 11 = 528 + value)
     end
@@ -394,7 +395,19 @@ local function compile_number(r, integer)
     range_msg = "must be at most " .. tostring(max)
   end
   local lo, hi = min or -huge, max or huge
+  -- Finite bounds for the fast path: a number inside them is neither NaN nor infinite.
+  local flo, fhi = min or -1e308, max or 1e308
+  if integer then
+    if flo < -MAX_INT then flo = -MAX_INT end
+    if fhi > MAX_INT then fhi = MAX_INT end
+  end
   return function(v, parent, key, errs)
+    -- The common case in a few instructions: a number in range (and whole, for an
+    -- integer) that is not the null_if value. Anything else takes the full path below.
+    if type(v) == "number" and v >= flo and v <= fhi and v ~= null_if then
+      if not integer then return v, errs end
+      if v % 1 == 0 then return v | 0, errs end
+    end
     if type(v) ~= "number" then
       if coerce and type(v) == "string" then v = tonumber(trim(v)) end
       if type(v) ~= "number" then
