@@ -154,11 +154,13 @@ describe("validate", function()
       assert.same(refused("", "must be at most 9"), result({ type = "integer", max = 9 }, 10))
     end)
 
-    it("never lets NaN or an infinity through", function()
-      local r = { type = "number" }
-      assert.same(refused("", "must be a finite number"), result(r, 0 / 0))
-      assert.same(refused("", "must be a finite number"), result(r, math.huge))
-      assert.same(refused("", "must be a finite number"), result(r, -math.huge))
+    it("never lets NaN or an infinity through, bounded or not", function()
+      for _, r in ipairs({ { type = "number" }, { type = "number", min = 0, max = 5 },
+                           { type = "integer" }, { type = "integer", min = 1 } }) do
+        assert.same(refused("", "must be a finite number"), result(r, 0 / 0))
+        assert.same(refused("", "must be a finite number"), result(r, math.huge))
+        assert.same(refused("", "must be a finite number"), result(r, -math.huge))
+      end
     end)
 
     it("takes numeric strings only when told to coerce", function()
