@@ -151,6 +151,12 @@ local CASES = {
 }
 
 local results = {}
+local LOAD_BEFORE
+do
+  local f = io.open("/proc/loadavg")
+  LOAD_BEFORE = f and f:read("l"):match("^(%S+)") or "?"
+  if f then f:close() end
+end
 for i, c in ipairs(CASES) do
   local stmt, bytes = statement_of(c.file, c.route, c.query)
   local file, defs = pgbench_script("case" .. i, stmt)
@@ -163,11 +169,20 @@ end
 
 -- ---- markdown for bench/RESULTS.md ----
 
+local function loadavg()
+  local f = io.open("/proc/loadavg")
+  if not f then return "?" end
+  local l = f:read("l"):match("^(%S+)")
+  f:close()
+  return l
+end
+
 local pgv = run("pgbench --version"):match("([%d%.]+)")
 local cpu = run("grep -m1 'model name' /proc/cpuinfo || true"):match(":%s*(.-)%s*$") or "unknown CPU"
 print()
-print(format("#### %s, %s, %d cores, PostgreSQL %s, %d workers, wrk -t1 -c%d, pgbench -c%d, %d s each",
-  os.date("!%Y-%m-%d"), cpu, tonumber(run("nproc")), pgv, WORKERS, CONNECTIONS, WORKERS, SECONDS))
+print(format("#### %s, %s, %d cores, PostgreSQL %s, %d workers, wrk -t1 -c%d, pgbench -c%d, %d s each"
+  .. " (load average %s before, %s after)", os.date("!%Y-%m-%d %H:%M UTC"), cpu, tonumber(run("nproc")),
+  pgv, WORKERS, CONNECTIONS, WORKERS, SECONDS, LOAD_BEFORE, loadavg()))
 print()
 print("| endpoint (5,000-title library) | body | req/s | p50 | p99 | pgbench tps, same SQL | server / pgbench |")
 print("|---|---:|---:|---:|---:|---:|---:|")
