@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <lauxlib.h>
+#include <malloc.h>
 #include <microhttpd.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -24,6 +25,9 @@
 #include "worker.h"
 
 #define GZIP_MIN_BYTES 1024
+/* After a request this large, the worker collects its garbage and hands memory back to
+   the system, so one big import does not keep a worker's heap at its peak. */
+#define BIG_REQUEST_BYTES (1 << 20)
 /* A body over its limit is read and dropped up to this many times the limit, so the
    client can be told 413; past that the connection is cut. */
 #define DRAIN_FACTOR 4
@@ -318,6 +322,7 @@ static void run_request(struct worker *w, struct job *job)
     struct request *r = (struct request *)job;
     lua_State *L = w->L;
     int top = lua_gettop(L);
+    int big = r->len >= BIG_REQUEST_BYTES;
     char err[2048];
     struct MHD_Response *resp = NULL;
     if (vm_push_app_fn(L, "handle") == 0) {
@@ -329,7 +334,12 @@ static void run_request(struct worker *w, struct job *job)
                       lua_isstring(L, -1) ? err : "handle() returned no response table");
     }
     lua_settop(L, top);
-    lua_gc(L, LUA_GCSTEP, 0);
+    if (big) {
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        malloc_trim(0);
+    } else {
+        lua_gc(L, LUA_GCSTEP, 0);
+    }
     if (!resp) {
         r->status = 500;
         resp = error_response(r, "internal_error", "the server failed to handle this request");

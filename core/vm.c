@@ -4,7 +4,7 @@
 ** Scripts see an allow-listed environment: no io, no os beyond clocks, no debug, no load
 ** of bytecode, and a `require` that only loads text files from lua/ and routes/. Reading
 ** or writing an unknown global raises, so a typo fails loudly instead of reading nil.
-** A count hook enforces the per-request instruction budget, so an endless loop in a route
+** A count hook enforces the instruction budget, so an endless loop in a route
 ** costs one 500 instead of a worker.
 */
 #include "vm.h"
@@ -63,7 +63,6 @@ int vm_call(lua_State *L, int nargs, int nres, char *err, size_t errlen)
     int base = lua_gettop(L) - nargs;
     lua_pushcfunction(L, msghandler);
     lua_insert(L, base);
-    budget_of(L)->used = 0;
     int rc = lua_pcall(L, nargs, nres, base);
     lua_remove(L, base);
     if (rc != LUA_OK && err) {
@@ -282,7 +281,7 @@ lua_State *vm_new(const struct conf *c, struct scripts *scripts, char *err, size
     *(struct vm_budget **)lua_getextraspace(L) = b;
     luaL_openlibs(L);
     build_env(L, c);
-    lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    vm_budget_arm(L);           /* a route file that loops at load time must not hang a reload */
 
     /* require("app"), then app.init(): every route file is loaded now, not on first use. */
     lua_getfield(L, LUA_REGISTRYINDEX, REG_ENV);
@@ -300,7 +299,19 @@ lua_State *vm_new(const struct conf *c, struct scripts *scripts, char *err, size
         vm_close(L);
         return NULL;
     }
+    vm_budget_disarm(L);
     return L;
+}
+
+void vm_budget_arm(lua_State *L)
+{
+    budget_of(L)->used = 0;
+    lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+}
+
+void vm_budget_disarm(lua_State *L)
+{
+    lua_sethook(L, NULL, 0, 0);
 }
 
 int vm_push_app_fn(lua_State *L, const char *name)

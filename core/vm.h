@@ -22,11 +22,21 @@ void vm_close(lua_State *L);
 
 /*
 ** The one entry into Lua: pcall of the function below nargs arguments with a traceback
-** handler and a fresh instruction budget. Returns LUA_OK with nres results pushed, or an
+** handler. Returns LUA_OK with nres results pushed, or an
 ** error status with the error value (a table for intentional errors, else a string with
 ** its traceback) pushed and, for strings, copied into err.
 */
 int vm_call(lua_State *L, int nargs, int nres, char *err, size_t errlen);
+
+/*
+** The instruction budget. A count hook slows every Lua instruction down, so it is not on
+** while a request runs normally: the worker's watchdog arms it once a request has run a
+** while (vm_budget_arm, safe from another thread, as lua.c's SIGINT handler relies on),
+** and from then on the request may run conf->instruction_limit more instructions. The
+** budget is always armed while a VM loads its scripts.
+*/
+void vm_budget_arm(lua_State *L);
+void vm_budget_disarm(lua_State *L);
 
 /*
 ** Pushes app.<name> for a call through vm_call. Returns 0, or -1 when the app has no such

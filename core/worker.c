@@ -6,6 +6,8 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "conf.h"
 #include "log.h"
@@ -16,6 +18,8 @@
 
 struct worker_pool {
     const struct conf *conf;
+    pthread_t watchdog;
+    int watchdog_running;
     pthread_mutex_t lock;
     pthread_cond_t ready;
     struct job *head, *tail;
@@ -46,6 +50,55 @@ static void refresh_vm(struct worker_pool *p, struct worker *w)
     scripts_unref(s);
 }
 
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Arms the instruction budget of jobs that have run WORKER_ARM_MS. */
+static void *watch(void *arg)
+{
+    struct worker_pool *p = arg;
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        int stopping = p->stopping;
+        pthread_mutex_unlock(&p->lock);
+        if (stopping)
+            return NULL;
+        long now = now_ms();
+        for (int i = 0; i < p->n; i++) {
+            struct worker *w = &p->workers[i];
+            pthread_mutex_lock(&w->watch_lock);
+            if (w->job_started_ms && !w->armed && now - w->job_started_ms >= WORKER_ARM_MS) {
+                vm_budget_arm(w->L);
+                w->armed = 1;
+            }
+            pthread_mutex_unlock(&w->watch_lock);
+        }
+        usleep(WORKER_ARM_MS * 1000 / 2);
+    }
+}
+
+static void job_begin(struct worker *w)
+{
+    pthread_mutex_lock(&w->watch_lock);
+    w->job_started_ms = now_ms();
+    w->armed = 0;
+    pthread_mutex_unlock(&w->watch_lock);
+}
+
+static void job_end(struct worker *w)
+{
+    pthread_mutex_lock(&w->watch_lock);
+    w->job_started_ms = 0;
+    if (w->armed)
+        vm_budget_disarm(w->L);
+    w->armed = 0;
+    pthread_mutex_unlock(&w->watch_lock);
+}
+
 struct worker_arg {
     struct worker_pool *pool;
     struct worker *w;
@@ -70,7 +123,9 @@ static void *run(void *arg)
             p->tail = NULL;
         pthread_mutex_unlock(&p->lock);
         refresh_vm(p, w);
+        job_begin(w);
         job->run(w, job);
+        job_end(w);
         pg_conn_reset(w->pg);
     }
 }
@@ -94,6 +149,7 @@ struct worker_pool *worker_pool_start(const struct conf *c, char *err, size_t er
     for (int i = 0; i < c->workers; i++) {
         struct worker *w = &p->workers[i];
         w->id = i;
+        pthread_mutex_init(&w->watch_lock, NULL);
         struct scripts *s = reload_current();
         w->L = s ? vm_new(c, s, err, errlen) : NULL;
         w->generation = s ? s->generation : 0;
@@ -122,6 +178,11 @@ struct worker_pool *worker_pool_start(const struct conf *c, char *err, size_t er
         }
         p->n++;
     }
+    if (pthread_create(&p->watchdog, NULL, watch, p) != 0) {
+        snprintf(err, errlen, "cannot start the watchdog thread");
+        goto fail;
+    }
+    p->watchdog_running = 1;
     return p;
 fail:
     worker_pool_stop(p);
@@ -151,8 +212,11 @@ void worker_pool_stop(struct worker_pool *p)
     pthread_mutex_unlock(&p->lock);
     for (int i = 0; i < p->n; i++)
         pthread_join(p->threads[i], NULL);
+    if (p->watchdog_running)
+        pthread_join(p->watchdog, NULL);
     for (int i = 0; p->workers && i < p->conf->workers; i++) {
         vm_close(p->workers[i].L);
+        pthread_mutex_destroy(&p->workers[i].watch_lock);
         if (p->workers[i].pg)
             pg_conn_free(p->workers[i].pg);
     }

@@ -7,6 +7,7 @@
 #define SHELFSYNC_WORKER_H
 
 #include <lua.h>
+#include <pthread.h>
 
 struct conf;
 struct pg_conn;
@@ -16,7 +17,14 @@ struct worker {
     lua_State *L;                  /* owned; never NULL while running jobs */
     unsigned long generation;      /* of L */
     struct pg_conn *pg;            /* owned */
+    /* Watchdog state, guarded by watch_lock: when the running job began (0: idle) and
+       whether the instruction budget has been armed on L for it. */
+    pthread_mutex_t watch_lock;
+    long job_started_ms;
+    int armed;
 };
+
+#define WORKER_ARM_MS 20
 
 struct job {
     void (*run)(struct worker *w, struct job *job);   /* must not free job while queued */
