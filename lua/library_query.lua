@@ -382,7 +382,7 @@ function _M.page_sql(user_id, p)
     last[i] = "(array_agg(p.k" .. i .. ") FILTER (WHERE p.n = " .. limit .. "))[1] AS k" .. i
   end
 
-  local with, count, page = "", nil, nil
+  local with, count, page = ""
   if not p.q then
     local exprs, keys, order = {}, {}, {}
     for i, key in ipairs(spec.keys) do
