@@ -245,8 +245,10 @@ static void add_headers(lua_State *L, struct MHD_Response *resp, int idx)
     if (lua_istable(L, -1)) {
         lua_pushnil(L);
         while (lua_next(L, -2)) {
-            const char *name = lua_tostring(L, -2);
-            if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TTABLE) {
+            /* Only a string key is read: lua_tostring on a number key would convert it in
+               place and break lua_next (an error outside any pcall: a panic). */
+            const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+            if (name && lua_type(L, -1) == LUA_TTABLE) {
                 lua_Integer n = luaL_len(L, -1);
                 for (lua_Integer i = 1; i <= n; i++) {
                     lua_rawgeti(L, -1, i);
@@ -254,7 +256,7 @@ static void add_headers(lua_State *L, struct MHD_Response *resp, int idx)
                         MHD_add_response_header(resp, name, lua_tostring(L, -1));
                     lua_pop(L, 1);
                 }
-            } else if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+            } else if (name && lua_type(L, -1) == LUA_TSTRING) {
                 MHD_add_response_header(resp, name, lua_tostring(L, -1));
             }
             lua_pop(L, 1);
@@ -282,10 +284,12 @@ static struct MHD_Response *build_response(lua_State *L, struct request *r)
     lua_getfield(L, idx, "headers");
     const char *ctype = NULL, *cenc = NULL;
     if (lua_istable(L, -1)) {
-        lua_getfield(L, -1, "Content-Type");
-        ctype = lua_tostring(L, -1);
-        lua_getfield(L, -2, "Content-Encoding");
-        cenc = lua_tostring(L, -1);
+        /* Strings only: a number would be converted into a new string on the stack, which
+           the pop below would leave unreferenced while ctype still points into it. */
+        if (lua_getfield(L, -1, "Content-Type") == LUA_TSTRING)
+            ctype = lua_tostring(L, -1);
+        if (lua_getfield(L, -2, "Content-Encoding") == LUA_TSTRING)
+            cenc = lua_tostring(L, -1);
         lua_pop(L, 2);
     }
     lua_pop(L, 1);

@@ -130,6 +130,12 @@ describe("the HTTP host", function()
     assert.are.equal(200, h.request("GET", srv.url .. "/healthz").status)
   end)
 
+  it("skips response headers whose name or value is not a string, and keeps serving", function()
+    local res = h.request("GET", srv.url .. "/test/odd-headers")
+    assert.are.same({ 200, "yes", nil }, { res.status, res.headers["x-kept"], res.headers["x-count"] })
+    assert.are.equal(200, h.request("GET", srv.url .. "/healthz").status)
+  end)
+
   it("stops a runaway handler with a 500 instead of losing the worker", function()
     for _ = 1, 6 do   -- more than the 4 workers: each must come back
       assert.are.equal(500, h.request("GET", srv.url .. "/test/spin").status)
