@@ -321,6 +321,43 @@ static struct MHD_Response *build_response(lua_State *L, struct request *r)
     return resp;
 }
 
+static const char *header_value(const struct request *r, const char *name)
+{
+    for (size_t i = 0; i < r->headers.n; i++)
+        if (!strcasecmp(r->headers.items[i].key, name))
+            return r->headers.items[i].val;
+    return NULL;
+}
+
+/* Inflates a gzip body in place, on the worker (not the polling thread, which serves
+   every connection). Returns 0, or -1 with the answer's status, code and message. */
+static int inflate_body(struct request *r, int *status, const char **code, const char **msg)
+{
+    const char *enc = header_value(r, "Content-Encoding");
+    if (!enc || !*enc || !strcasecmp(enc, "identity"))
+        return 0;
+    if (strcasecmp(enc, "gzip") != 0) {
+        *status = 415, *code = "unsupported_encoding", *msg = "Content-Encoding must be gzip or identity";
+        return -1;
+    }
+    char *out;
+    size_t outlen;
+    int rc = gzip_inflate(r->body ? r->body : "", r->len, r->limit, &out, &outlen);
+    if (rc == GZIP_ERR_LIMIT) {
+        *status = 413, *code = "payload_too_large", *msg = "the inflated request body is over this route's limit";
+        return -1;
+    }
+    if (rc != 0) {
+        *status = 400, *code = "malformed_body", *msg = "the request body is not valid gzip";
+        return -1;
+    }
+    free(r->body);
+    r->body = out;
+    r->len = outlen;
+    r->cap = outlen + 1;
+    return 0;
+}
+
 static void run_request(struct worker *w, struct job *job)
 {
     struct request *r = (struct request *)job;
@@ -329,7 +366,13 @@ static void run_request(struct worker *w, struct job *job)
     int big = r->len >= BIG_REQUEST_BYTES;
     char err[2048];
     struct MHD_Response *resp = NULL;
-    if (vm_push_app_fn(L, "handle") == 0) {
+    int status;
+    const char *code, *msg;
+    if (inflate_body(r, &status, &code, &msg) < 0) {
+        r->status = status;
+        resp = error_response(r, code, msg);
+    } else if (vm_push_app_fn(L, "handle") == 0) {
+        big = big || r->len >= BIG_REQUEST_BYTES;
         push_request(L, r);
         if (vm_call(L, 1, 1, err, sizeof err) == LUA_OK && lua_istable(L, -1))
             resp = build_response(L, r);
@@ -389,7 +432,7 @@ static int append_body(struct request *r, const char *data, size_t n)
         free(r->body);
         r->body = NULL;
         r->len = r->cap = 0;
-        return r->seen > r->limit * DRAIN_FACTOR ? -1 : 0;
+        return r->seen / DRAIN_FACTOR > r->limit ? -1 : 0;
     }
     if (r->len + n + 1 > r->cap) {
         size_t cap = r->cap ? r->cap : 16384;
@@ -403,34 +446,6 @@ static int append_body(struct request *r, const char *data, size_t n)
     }
     memcpy(r->body + r->len, data, n);
     r->len += n;
-    return 0;
-}
-
-/* Inflates a gzip body in place. Returns 0, or queues the error answer and returns -1. */
-static int inflate_body(struct request *r)
-{
-    const char *enc = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Encoding");
-    if (!enc || !*enc || !strcasecmp(enc, "identity"))
-        return 0;
-    if (strcasecmp(enc, "gzip") != 0) {
-        send_error(r, 415, "unsupported_encoding", "Content-Encoding must be gzip or identity");
-        return -1;
-    }
-    char *out;
-    size_t outlen;
-    int rc = gzip_inflate(r->body ? r->body : "", r->len, r->limit, &out, &outlen);
-    if (rc == GZIP_ERR_LIMIT) {
-        send_error(r, 413, "payload_too_large", "the inflated request body is over this route's limit");
-        return -1;
-    }
-    if (rc != 0) {
-        send_error(r, 400, "malformed_body", "the request body is not valid gzip");
-        return -1;
-    }
-    free(r->body);
-    r->body = out;
-    r->len = outlen;
-    r->cap = outlen + 1;
     return 0;
 }
 
@@ -476,8 +491,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     if (r->too_large)
         return send_error(r, 413, "payload_too_large", "the request body is over this route's limit");
-    if (inflate_body(r) < 0)
-        return MHD_YES;
     if (collect_all(r) < 0)
         return MHD_NO;
     r->dispatched = 1;

@@ -13,6 +13,7 @@
 #include <lualib.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,13 +131,13 @@ static int print_config(const struct conf *c)
 
 struct cleanup_job {
     struct job job;
-    volatile int busy;
+    atomic_int busy;            /* set by the main thread, cleared by the worker */
 };
 
 static void run_cleanup_job(struct worker *w, struct job *job)
 {
     call_cleanup(w->L);
-    ((struct cleanup_job *)job)->busy = 0;
+    atomic_store(&((struct cleanup_job *)job)->busy, 0);
 }
 
 static void write_port_file(int port)
@@ -222,8 +223,8 @@ static int cmd_serve(struct conf *c)
         } else if (sig == SIGTERM || sig == SIGINT) {
             break;
         }
-        if (c->cleanup_interval_s > 0 && time(NULL) >= next_cleanup && !cleanup.busy) {
-            cleanup.busy = 1;
+        if (c->cleanup_interval_s > 0 && time(NULL) >= next_cleanup && !atomic_load(&cleanup.busy)) {
+            atomic_store(&cleanup.busy, 1);
             worker_pool_submit(pool, &cleanup.job);
             next_cleanup = time(NULL) + c->cleanup_interval_s;
         }

@@ -146,10 +146,11 @@ struct worker_pool *worker_pool_start(const struct conf *c, char *err, size_t er
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    for (int i = 0; i < c->workers; i++)    /* all of them, so a failed start can destroy all */
+        pthread_mutex_init(&p->workers[i].watch_lock, NULL);
     for (int i = 0; i < c->workers; i++) {
         struct worker *w = &p->workers[i];
         w->id = i;
-        pthread_mutex_init(&w->watch_lock, NULL);
         struct scripts *s = reload_current();
         w->L = s ? vm_new(c, s, err, errlen) : NULL;
         w->generation = s ? s->generation : 0;

@@ -244,7 +244,7 @@ function _M.map_write_error(kind, msg, sqlstate, info, ids, path)
     errors.raise(422, "title_not_in_library", "a title is not in your library", details)
   elseif sqlstate == "23514" and constraint == "tier_assignments_tier_in_labels" then
     errors.raise(422, "tier_in_use", "an assignment names a tier that is not one of the labels",
-      { { path = "tierLabels", message = tostring(info.detail or msg) } })
+      { { path = "tierLabels", message = "a label that assignments still use was removed" } })
   end
   error("database error on " .. kind.name .. " write: " .. tostring(msg) ..
     " (SQLSTATE " .. tostring(sqlstate) .. ")", 0)

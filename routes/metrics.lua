@@ -1,14 +1,22 @@
 -- Operators: Prometheus metrics. With config.metrics_token set, a scraper sends
--- "Authorization: Bearer <token>"; without one, only loopback clients are answered.
+-- "Authorization: Bearer <token>". Without one, only loopback clients are answered, and
+-- only while the public URL is a loopback one too: behind a reverse proxy on the same
+-- host every client looks like 127.0.0.1, so a public instance needs the token.
 local db = require("db")
 local errors = require("errors")
 
 local config = host.config
 local LOOPBACK = { ["127.0.0.1"] = true, ["::1"] = true }
 
+local LOCAL_URL = { ["127.0.0.1"] = true, localhost = true, ["[::1]"] = true }
+local public_host = (config.public_url or ""):match("^https?://([^/:]+)") or
+                    (config.public_url or ""):match("^https?://(%[[^%]]+%])")
+
 local function authorized(req)
   local token = config.metrics_token
-  if token == nil or token == "" then return LOOPBACK[req.remote_addr] == true end
+  if token == nil or token == "" then
+    return LOOPBACK[req.remote_addr] == true and LOCAL_URL[public_host] == true
+  end
   local given = (req.headers.authorization or ""):match("^Bearer%s+(.+)$")
   return given ~= nil and host.crypto.equal(given, token)
 end

@@ -274,6 +274,13 @@ describe("/metrics with a token", function()
     assert.are.equal(403, wrong.status)
     assert.are.equal(200, ok.status)
   end)
+
+  it("needs the token whenever the public URL is not loopback (a proxy makes every client local)", function()
+    local srv = h.start_server({ env = { SHELFSYNC_PUBLIC_URL = "https://shelfsync.example" } })
+    local res = h.request("GET", srv.url .. "/metrics")
+    srv:stop()
+    assert.are.same({ 403, "forbidden" }, { res.status, res.json.error })
+  end)
 end)
 
 describe("shelfsync check", function()
