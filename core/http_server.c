@@ -381,18 +381,19 @@ static void run_request(struct worker *w, struct job *job)
                       lua_isstring(L, -1) ? err : "handle() returned no response table");
     }
     lua_settop(L, top);
+    if (!resp) {
+        r->status = 500;
+        resp = error_response(r, "internal_error", "the server failed to handle this request");
+    }
+    r->resp = resp;
+    MHD_resume_connection(r->conn);     /* r belongs to the polling thread from here on */
+    /* Housekeeping after the answer is on its way, not before. */
     if (big) {
         lua_gc(L, LUA_GCCOLLECT, 0);
         malloc_trim(0);
     } else {
         lua_gc(L, LUA_GCSTEP, 0);
     }
-    if (!resp) {
-        r->status = 500;
-        resp = error_response(r, "internal_error", "the server failed to handle this request");
-    }
-    r->resp = resp;
-    MHD_resume_connection(r->conn);
 }
 
 /* ---- MHD callbacks (polling thread) ---- */

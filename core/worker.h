@@ -24,7 +24,7 @@ struct worker {
     int armed;
 };
 
-#define WORKER_ARM_MS 20
+#define WORKER_ARM_MS 250
 
 struct job {
     void (*run)(struct worker *w, struct job *job);   /* must not free job while queued */
