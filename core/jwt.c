@@ -404,6 +404,21 @@ static int hs256_mac_ok(const char *key, size_t keylen, const char *tok,
     return CRYPTO_memcmp(mac, given, CRYPTO_SHA256_LEN) == 0;
 }
 
+/*
+** The first steps of every verification: split the token, parse its header and require
+** exactly `alg` (before libjwt ever sees the token). Returns NULL, or the reason the token
+** is invalid; w->header is set on success.
+*/
+static const char *read_header(struct jwt_work *w, const char *tok, size_t toklen,
+                               struct jwt_parts *p, const char *alg) {
+    if (split_token(tok, toklen, p) != 0)
+        return "token is malformed";
+    w->header = segment_json(p->seg[0], p->len[0]);
+    if (w->header == NULL)
+        return "token header is malformed";
+    return check_header(w->header, alg);
+}
+
 static int l_jwt_verify_hs256(lua_State *L) {
     size_t toklen, keylen;
     struct jwt_parts p;
@@ -416,11 +431,7 @@ static int l_jwt_verify_hs256(lua_State *L) {
     read_checks(L, 3, &c, 0, 0);
     struct jwt_work *w = work_new(L);
 
-    if (split_token(tok, toklen, &p) != 0)
-        return fail(L, w, "token_invalid", "token is malformed");
-    w->header = segment_json(p.seg[0], p.len[0]);
-    if (w->header == NULL) return fail(L, w, "token_invalid", "token header is malformed");
-    if ((why = check_header(w->header, "HS256")) != NULL) return fail(L, w, "token_invalid", why);
+    if ((why = read_header(w, tok, toklen, &p, "HS256")) != NULL) return fail(L, w, "token_invalid", why);
     if (!hs256_mac_ok(key, keylen, tok, &p))
         return fail(L, w, "token_invalid", "token signature is invalid");
     if (jwt_decode(&w->jwt, tok, (const unsigned char *)key, (int)keylen) != 0)
@@ -556,11 +567,7 @@ static int l_jwt_verify_rs256(lua_State *L) {
     read_checks(L, 3, &c, 60, 1);
     struct jwt_work *w = work_new(L);
 
-    if (split_token(tok, toklen, &p) != 0)
-        return fail(L, w, "token_invalid", "token is malformed");
-    w->header = segment_json(p.seg[0], p.len[0]);
-    if (w->header == NULL) return fail(L, w, "token_invalid", "token header is malformed");
-    if ((why = check_header(w->header, "RS256")) != NULL) return fail(L, w, "token_invalid", why);
+    if ((why = read_header(w, tok, toklen, &p, "RS256")) != NULL) return fail(L, w, "token_invalid", why);
     kid = json_object_get(w->header, "kid");
     if (kid != NULL && !json_is_string(kid))
         return fail(L, w, "token_invalid", "token key id is not a string");
