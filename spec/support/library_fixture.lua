@@ -262,20 +262,8 @@ end
 
 -- ---- dates ----
 
--- Civil date from days since 1970-01-01 (proleptic Gregorian).
-local function civil(days)
-  local z = days + 719468
-  local era = (z >= 0 and z or z - 146096) // 146097
-  local doe = z - era * 146097
-  local yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-  local y = yoe + era * 400
-  local doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-  local mp = (5 * doy + 2) // 153
-  local d = doy - (153 * mp + 2) // 5 + 1
-  local m = mp < 10 and mp + 3 or mp - 9
-  if m <= 2 then y = y + 1 end
-  return y, m, d
-end
+-- Civil date from days since 1970-01-01 (proleptic Gregorian): the validator's own.
+local civil = require("validate").civil_from_days
 _M.civil = civil
 
 local BASE_DAY = 16071           -- 2014-01-01
