@@ -23,24 +23,7 @@ local function query_of(url)
   return q
 end
 
-local function cookie(res, name)
-  for _, raw in ipairs(res.cookies or {}) do
-    if raw:sub(1, #name + 1) == name .. "=" then return raw end
-  end
-  return nil
-end
-
-local function error_of(res)
-  return { status = res.status, error = res.json and res.json.error }
-end
-
--- Rows of a query as plain tables (without host.pg's `affected` count), for assert.same.
-local function rows(sql, ...)
-  local res = assert(h.db().query(sql, ...))
-  local plain = {}
-  for i, r in ipairs(res) do plain[i] = r end
-  return plain
-end
+local cookie, error_of, rows = h.cookie, h.error_of, h.rows
 
 describe("Sign in with Google", function()
   local provider, srv

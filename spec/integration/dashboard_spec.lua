@@ -24,11 +24,8 @@ describe("GET /api/dashboard", function()
   local srv, pg, alice, bob, items
 
   setup(function()
-    h.reset_db()
-    pg = h.db()
-    srv = h.start_server()
-    alice = h.login(srv, "alice@example.com", "Alice")
-    bob = h.login(srv, "bob@example.com", "Bob")
+    local w = h.fresh_world{ "alice", "bob" }
+    srv, pg, alice, bob = w.srv, w.pg, w.alice, w.bob
     items = fx.generate{ count = 1000, seed = 21, asin_prefix = "H1" }
     local gone = fx.generate{ count = 40, seed = 22, asin_prefix = "H9" }
     local all = {}

@@ -176,13 +176,8 @@ end
 
 describe("library browsing", function()
   setup(function()
-    h.reset_db()
-    pg = h.db()
-    srv = h.start_server()
-    alice = h.login(srv, "alice@example.com", "Alice")
-    bob = h.login(srv, "bob@example.com", "Bob")
-    carol = h.login(srv, "carol@example.com", "Carol")
-    mallory = h.login(srv, "mallory@example.com", "Mallory")
+    local w = h.fresh_world{ "alice", "bob", "carol", "mallory" }
+    srv, pg, alice, bob, carol, mallory = w.srv, w.pg, w.alice, w.bob, w.carol, w.mallory
 
     items = fx.generate{ count = 1000, seed = 42, asin_prefix = "B1" }
     -- Twenty more that a later sync no longer listed: they must never show.

@@ -63,12 +63,8 @@ describe("recommendation lists", function()
   end
 
   setup(function()
-    h.reset_db()
-    pg = h.db()
-    srv = h.start_server()
-    alice = h.login(srv, "alice@example.com", "Alice")
-    bob = h.login(srv, "bob@example.com", "Bob")
-    anon = h.client(srv)
+    local w = h.fresh_world{ "alice", "bob" }
+    srv, pg, alice, bob, anon = w.srv, w.pg, w.alice, w.bob, w.anon
     mine = fx.generate{ count = 16, seed = 31, asin_prefix = "L1" }
     theirs = fx.generate{ count = 4, seed = 32, asin_prefix = "L2" }
     fx.insert(pg, alice.user.id, mine)

@@ -17,12 +17,8 @@ describe("usernames and public profiles", function()
   end
 
   setup(function()
-    h.reset_db()
-    pg = h.db()
-    srv = h.start_server()
-    alice = h.login(srv, "alice@example.com", "Alice")
-    bob = h.login(srv, "bob@example.com", "Bob")
-    anon = h.client(srv)
+    local w = h.fresh_world{ "alice", "bob" }
+    srv, pg, alice, bob, anon = w.srv, w.pg, w.alice, w.bob, w.anon
     titles = fx.generate{ count = 3, seed = 51, asin_prefix = "P1" }
     fx.insert(pg, alice.user.id, titles)
   end)

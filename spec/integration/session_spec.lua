@@ -3,25 +3,13 @@ local h = require("spec.support.helpers")
 
 local crypto = h.host.crypto
 
-local function cookie(res, name)
-  for _, raw in ipairs(res.cookies or {}) do
-    if raw:sub(1, #name + 1) == name .. "=" then return raw end
-  end
-  return nil
-end
-
-local function error_of(res)
-  return { status = res.status, error = res.json and res.json.error }
-end
+local cookie, error_of = h.cookie, h.error_of
 
 local function session_rows()
-  local rows = assert(h.db().query([[
+  return h.rows([[
     SELECT encode(session_token_hash, 'hex') AS hash,
            round(extract(epoch FROM expires - now()) / 86400)::int AS days_left
-    FROM sessions ORDER BY created_at]]))
-  local plain = {}
-  for i, r in ipairs(rows) do plain[i] = r end
-  return plain
+    FROM sessions ORDER BY created_at]])
 end
 
 describe("sessions", function()

@@ -12,17 +12,7 @@ local AUD = "shelfsync-sync"
 
 -- ---- helpers ----
 
--- Rows of a query as plain tables (without host.pg's `affected` count), for assert.same.
-local function rows(sql, ...)
-  local res = assert(h.db().query(sql, ...))
-  local plain = {}
-  for i, r in ipairs(res) do plain[i] = r end
-  return plain
-end
-
-local function one(sql, ...)
-  return rows(sql, ...)[1]
-end
+local rows, one = h.rows, h.one
 
 local function b64url(s)
   return (host.crypto.b64url_encode(s))

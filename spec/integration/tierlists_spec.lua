@@ -57,12 +57,8 @@ describe("tier lists", function()
   end
 
   setup(function()
-    h.reset_db()
-    pg = h.db()
-    srv = h.start_server()
-    alice = h.login(srv, "alice@example.com", "Alice")
-    bob = h.login(srv, "bob@example.com", "Bob")
-    anon = h.client(srv)
+    local w = h.fresh_world{ "alice", "bob" }
+    srv, pg, alice, bob, anon = w.srv, w.pg, w.alice, w.bob, w.anon
     mine = fx.generate{ count = 12, seed = 41, asin_prefix = "T1" }
     theirs = fx.generate{ count = 3, seed = 42, asin_prefix = "T2" }
     fx.insert(pg, alice.user.id, mine)

@@ -96,6 +96,19 @@ function _M.reset_db()
   end
 end
 
+-- Rows of a statement that must succeed, as plain tables (without host.pg's `affected`
+-- count), for assert.same; one() is the first of them.
+function _M.rows(sql, ...)
+  local res = assert(_M.db().query(sql, ...))
+  local plain = {}
+  for i, r in ipairs(res) do plain[i] = r end
+  return plain
+end
+
+function _M.one(sql, ...)
+  return _M.rows(sql, ...)[1]
+end
+
 -- Creates a user and a session directly in the database; returns user id and cookie value.
 function _M.create_user(email, name)
   local pg = _M.db()
@@ -325,6 +338,19 @@ function Client:patch(path, body, opts)
   return self:request("PATCH", path, opts)
 end
 
+-- The raw Set-Cookie value for name in a response, or nil.
+function _M.cookie(res, name)
+  for _, raw in ipairs(res.cookies or {}) do
+    if raw:sub(1, #name + 1) == name .. "=" then return raw end
+  end
+  return nil
+end
+
+-- {status, error code} of a response, for one assert.same on a refusal.
+function _M.error_of(res)
+  return { status = res.status, error = res.json and res.json.error }
+end
+
 -- A client signed in through dev login (on in every test server).
 function _M.login(srv, email, name)
   local c = _M.client(srv)
@@ -332,6 +358,18 @@ function _M.login(srv, email, name)
   assert(res.status == 200, "dev login failed: " .. res.status .. " " .. res.body)
   c.user = res.json.user
   return c
+end
+
+-- An empty database, a server, an anonymous client and a signed-in client for each name
+-- ("alice" signs in as alice@example.com, "Alice"): w.srv, w.pg, w.anon, w.alice, ...
+function _M.fresh_world(names, server_opts)
+  _M.reset_db()
+  local srv = _M.start_server(server_opts)
+  local w = { srv = srv, pg = _M.db(), anon = _M.client(srv) }
+  for _, name in ipairs(names) do
+    w[name] = _M.login(srv, name .. "@example.com", name:sub(1, 1):upper() .. name:sub(2))
+  end
+  return w
 end
 
 return _M
