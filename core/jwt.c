@@ -419,11 +419,32 @@ static const char *read_header(struct jwt_work *w, const char *tok, size_t tokle
     return check_header(w->header, alg);
 }
 
+/*
+** The last steps of every verification, once our own checks passed: libjwt verifies the
+** signature with the key we chose, its view of the algorithm must be ours, then the
+** claims are checked by hand (libjwt 1.10 checks none) and pushed. Releases w.
+*/
+static int finish(lua_State *L, struct jwt_work *w, const char *tok, const char *key, size_t keylen,
+                  jwt_alg_t alg, const struct jwt_parts *p, const struct jwt_checks *c) {
+    const char *why = NULL, *code;
+    if (jwt_decode(&w->jwt, tok, (const unsigned char *)key, (int)keylen) != 0)
+        return fail(L, w, "token_invalid", "token signature is invalid");
+    if (jwt_get_alg(w->jwt) != alg)
+        return fail(L, w, "token_invalid", alg == JWT_ALG_HS256 ? "token algorithm must be HS256"
+                                                               : "token algorithm must be RS256");
+    w->claims = segment_json(p->seg[1], p->len[1]);
+    if (w->claims == NULL) return fail(L, w, "token_invalid", "token payload is malformed");
+    if ((code = check_claims(L, w->claims, c, &why)) != NULL) return fail(L, w, code, why);
+    push_json(L, w->claims);
+    work_release(w);
+    return 1;
+}
+
 static int l_jwt_verify_hs256(lua_State *L) {
     size_t toklen, keylen;
     struct jwt_parts p;
     struct jwt_checks c;
-    const char *why = NULL, *code = NULL;
+    const char *why = NULL;
     const char *tok = luaL_checklstring(L, 1, &toklen);
     const char *key = luaL_checklstring(L, 2, &keylen);
     luaL_argcheck(L, keylen > 0 && keylen <= INT_MAX, 2, "secret must be a non-empty string");
@@ -434,16 +455,7 @@ static int l_jwt_verify_hs256(lua_State *L) {
     if ((why = read_header(w, tok, toklen, &p, "HS256")) != NULL) return fail(L, w, "token_invalid", why);
     if (!hs256_mac_ok(key, keylen, tok, &p))
         return fail(L, w, "token_invalid", "token signature is invalid");
-    if (jwt_decode(&w->jwt, tok, (const unsigned char *)key, (int)keylen) != 0)
-        return fail(L, w, "token_invalid", "token signature is invalid");
-    if (jwt_get_alg(w->jwt) != JWT_ALG_HS256)
-        return fail(L, w, "token_invalid", "token algorithm must be HS256");
-    w->claims = segment_json(p.seg[1], p.len[1]);
-    if (w->claims == NULL) return fail(L, w, "token_invalid", "token payload is malformed");
-    if ((code = check_claims(L, w->claims, &c, &why)) != NULL) return fail(L, w, code, why);
-    push_json(L, w->claims);
-    work_release(w);
-    return 1;
+    return finish(L, w, tok, key, keylen, JWT_ALG_HS256, &p, &c);
 }
 
 /* ---- RS256 ------------------------------------------------------------------------ */
@@ -581,16 +593,7 @@ static int l_jwt_verify_rs256(lua_State *L) {
         return fail(L, w, "token_invalid", "token key is shorter than 2048 bits");
 
     assert(w->pem != NULL && w->pem[0] != '\0');
-    if (jwt_decode(&w->jwt, tok, (const unsigned char *)w->pem, (int)strlen(w->pem)) != 0)
-        return fail(L, w, "token_invalid", "token signature is invalid");
-    if (jwt_get_alg(w->jwt) != JWT_ALG_RS256)
-        return fail(L, w, "token_invalid", "token algorithm must be RS256");
-    w->claims = segment_json(p.seg[1], p.len[1]);
-    if (w->claims == NULL) return fail(L, w, "token_invalid", "token payload is malformed");
-    if ((code = check_claims(L, w->claims, &c, &why)) != NULL) return fail(L, w, code, why);
-    push_json(L, w->claims);
-    work_release(w);
-    return 1;
+    return finish(L, w, tok, w->pem, strlen(w->pem), JWT_ALG_RS256, &p, &c);
 }
 
 static const luaL_Reg jwt_funcs[] = {

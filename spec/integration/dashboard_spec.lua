@@ -5,20 +5,7 @@ local fx = require("spec.support.library_fixture")
 
 local null = h.null
 
-local function top(list, values_of, n)
-  local counts = {}
-  for _, it in ipairs(list) do
-    for _, v in ipairs(values_of(it)) do counts[v] = (counts[v] or 0) + 1 end
-  end
-  local out = {}
-  for name, count in pairs(counts) do out[#out + 1] = { name = name, count = count } end
-  table.sort(out, function(a, b)
-    if a.count ~= b.count then return a.count > b.count end
-    return fx.collate_less(a.name, b.name)
-  end)
-  while #out > n do out[#out] = nil end
-  return out
-end
+local top = fx.top_counts
 
 describe("GET /api/dashboard", function()
   local srv, pg, alice, bob, items

@@ -582,20 +582,7 @@ describe("library browsing", function()
   end)
 
   describe("GET /api/library/facets", function()
-    local function expected_facet(list, values_of, limit)
-      local counts = {}
-      for _, it in ipairs(list) do
-        for _, v in ipairs(values_of(it)) do counts[v] = (counts[v] or 0) + 1 end
-      end
-      local out = {}
-      for name, count in pairs(counts) do out[#out + 1] = { name = name, count = count } end
-      table.sort(out, function(a, b)
-        if a.count ~= b.count then return a.count > b.count end
-        return fx.collate_less(a.name, b.name)
-      end)
-      while #out > limit do out[#out] = nil end
-      return out
-    end
+    local expected_facet = fx.top_counts
 
     local function one(v) return v and { v } or {} end
 

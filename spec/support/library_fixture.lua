@@ -93,6 +93,23 @@ function _M.collate_less(a, b)
   return a < b
 end
 
+-- Expected counts for a facet or a "top n" list, computed here independently of the
+-- server: {name, count} most frequent first, ties in collation order, at most n.
+function _M.top_counts(list, values_of, n)
+  local counts = {}
+  for _, it in ipairs(list) do
+    for _, v in ipairs(values_of(it)) do counts[v] = (counts[v] or 0) + 1 end
+  end
+  local out = {}
+  for name, count in pairs(counts) do out[#out + 1] = { name = name, count = count } end
+  table.sort(out, function(a, b)
+    if a.count ~= b.count then return a.count > b.count end
+    return _M.collate_less(a.name, b.name)
+  end)
+  while #out > n do out[#out] = nil end
+  return out
+end
+
 -- ---- vocabulary ----
 
 local function range(from, to)
