@@ -24,10 +24,7 @@ end
 
 local function rep(s, n) return string.rep(s, n) end
 
--- A request with a raw JSON text body (the helpers' encoder writes an empty table as {}).
-local function send(client, method, path, text)
-  return client:request(method, path, { body = text, headers = { ["Content-Type"] = "application/json" } })
-end
+local function send(client, method, path, text) return client:send(method, path, text) end
 
 describe("recommendation lists", function()
   local srv, pg, alice, bob, anon

@@ -21,9 +21,7 @@ local function title_of(it)
   return t
 end
 
-local function send(client, method, path, text)
-  return client:request(method, path, { body = text, headers = { ["Content-Type"] = "application/json" } })
-end
+local function send(client, method, path, text) return client:send(method, path, text) end
 
 describe("tier lists", function()
   local srv, pg, alice, bob, anon

@@ -321,6 +321,10 @@ function Client:request(method, path, opts)
 end
 
 function Client:get(path, opts) return self:request("GET", path, opts) end
+-- A request with a raw JSON text body (the encoder above writes an empty table as {}).
+function Client:send(method, path, text)
+  return self:request(method, path, { body = text, headers = { ["Content-Type"] = "application/json" } })
+end
 function Client:delete(path, opts) return self:request("DELETE", path, opts) end
 function Client:post(path, body, opts)
   opts = opts or {}
