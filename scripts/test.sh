@@ -42,15 +42,7 @@ export SHELFSYNC_PGBIN="$PGBIN"
 export LUA_PATH="$ROOT/?.lua;$ROOT/?/init.lua;;"
 export LUA_CPATH="$ROOT/$SHELFSYNC_BUILD/?.so;;"
 if [[ "${SHELFSYNC_ASAN:-0}" == 1 ]]; then
-  # Tools the specs start must not inherit the preload below (curl hangs under it): they
-  # are reached through wrappers that drop it, first on PATH.
-  mkdir -p "$SHELFSYNC_TEST_DIR/nopreload"
-  for tool in curl psql pg_ctl initdb node npm openssl docker-compose sleep kill env; do
-    real=$(command -v "$tool") || continue
-    printf '#!/bin/sh\nunset LD_PRELOAD\nexec %s "$@"\n' "$real" > "$SHELFSYNC_TEST_DIR/nopreload/$tool"
-    chmod +x "$SHELFSYNC_TEST_DIR/nopreload/$tool"
-  done
-  export PATH="$SHELFSYNC_TEST_DIR/nopreload:$PATH"
+  # Commands the specs start drop it again (spec/support/helpers.lua: exec, run).
   # host.so is loaded into the (uninstrumented) lua5.4 interpreter: the runtime must come first.
   export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
   export ASAN_OPTIONS="detect_leaks=0:log_path=$SHELFSYNC_TEST_DIR/asan"

@@ -6,10 +6,10 @@ local host = h.host
 local DATABASE_URL = assert(os.getenv("DATABASE_URL"), "DATABASE_URL not set: run through make test")
 local ADMIN_URL = assert(os.getenv("SHELFSYNC_PG_ADMIN_URL"), "SHELFSYNC_PG_ADMIN_URL not set: run through make test")
 local PGBIN = os.getenv("SHELFSYNC_PGBIN")
-  or io.popen("ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1"):read("l")
+  or select(2, h.run("ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1")):match("%S+")
 
 local function psql(url, sql)
-  local code, out = h.run("env -u LD_PRELOAD " .. PGBIN .. "/psql -X -q -v ON_ERROR_STOP=1 "
+  local code, out = h.run(PGBIN .. "/psql -X -q -v ON_ERROR_STOP=1 "
     .. h.shell_quote(url) .. " -c " .. h.shell_quote(sql))
   assert(code == 0, out)
 end
@@ -70,18 +70,17 @@ local dir_seq = 0
 local function sql_dir(files)
   dir_seq = dir_seq + 1
   local dir = h.test_dir .. "/sql-" .. dir_seq .. "-" .. host.clock_ms()
-  assert(os.execute("mkdir -p " .. h.shell_quote(dir)))
+  assert(h.exec("mkdir -p " .. h.shell_quote(dir)))
   for name, text in pairs(files) do h.write_file(dir .. "/" .. name, text) end
   return dir
 end
 
 local function list_sql_files()
   local names = {}
-  local p = io.popen("ls " .. h.shell_quote(h.root .. "/sql"))
-  for name in p:lines() do
+  local _, out = h.run("ls " .. h.shell_quote(h.root .. "/sql"))
+  for name in out:gmatch("[^\n]+") do
     if name:match("^%d%d%d_.*%.sql$") then names[#names + 1] = name end
   end
-  p:close()
   table.sort(names)
   return names
 end
@@ -208,7 +207,7 @@ INSERT INTO "semi;colon" VALUES (sign_word(plus_one(0)))
     local outs = {}
     for i = 1, 2 do
       outs[i] = h.test_dir .. "/migrate-race-" .. i .. "-" .. host.clock_ms()
-      os.execute(string.format("(env DATABASE_URL=%s SHELFSYNC_SQL_DIR=%s %s migrate >%s 2>&1; echo \"exit=$?\" >>%s) &",
+      h.exec(string.format("(env DATABASE_URL=%s SHELFSYNC_SQL_DIR=%s %s migrate >%s 2>&1; echo \"exit=$?\" >>%s) &",
         h.shell_quote(url), h.shell_quote(dir), h.shell_quote(h.binary), outs[i], outs[i]))
     end
     local logs = {}

@@ -54,7 +54,7 @@ end
 -- Returns {status=, json=} per job.
 local function parallel_imports(srv, jobs)
   local dir = h.test_dir .. "/parallel-" .. host.crypto.uuid()
-  os.execute("mkdir -p " .. h.shell_quote(dir))
+  h.exec("mkdir -p " .. h.shell_quote(dir))
   local cmds = {}
   for i, job in ipairs(jobs) do
     h.write_file(dir .. "/body" .. i, job.body)
@@ -65,14 +65,14 @@ local function parallel_imports(srv, jobs)
       h.shell_quote(dir .. "/body" .. i), h.shell_quote(srv.url .. "/api/sync/import"),
       h.shell_quote(dir .. "/status" .. i))
   end
-  os.execute(table.concat(cmds, " ") .. " wait")
+  h.exec(table.concat(cmds, " ") .. " wait")
   local out = {}
   for i = 1, #jobs do
     local body = h.read_file(dir .. "/out" .. i) or ""
     local ok, decoded = pcall(json.decode, body)
     out[i] = { status = tonumber(h.read_file(dir .. "/status" .. i)), json = ok and decoded or nil }
   end
-  os.execute("rm -rf " .. h.shell_quote(dir))
+  h.exec("rm -rf " .. h.shell_quote(dir))
   return out
 end
 
@@ -708,9 +708,8 @@ describe("Library sync", function()
       local cmd = string.format("cd %s && env DATABASE_URL=%s SHELFSYNC_SECRET=%s %s cleanup 2>&1",
         h.shell_quote(h.root), h.shell_quote(os.getenv("DATABASE_URL")), h.shell_quote(SECRET),
         h.shell_quote(h.binary))
-      local p = io.popen(cmd)
-      local out = p:read("a")
-      assert(p:close(), out)
+      local code, out = h.run(cmd)
+      assert(code == 0, out)
       assert.same({ 0, 23 }, ages(c.user.id))
     end)
 

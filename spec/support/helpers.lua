@@ -38,7 +38,8 @@ end
 _M.shell_quote = shell_quote
 
 -- Runs a shell command like os.execute. Under make test-asan the interpreter is started
--- with the sanitizer runtime preloaded; tools it starts (curl, sleep) must not inherit it.
+-- with the sanitizer runtime preloaded; tools it starts (curl hangs under it) must not
+-- inherit it, so every spec starts its commands through exec() or run().
 function _M.exec(cmd)
   return os.execute("unset LD_PRELOAD; " .. cmd)
 end

@@ -143,11 +143,8 @@ end)
 local dir = h.test_dir .. "/jwt_spec_" .. crypto.hex(crypto.random(4))
 
 local function sh(cmd)
-  -- an ASan run preloads its runtime into this process; keep it out of openssl
-  local p = assert(io.popen("unset LD_PRELOAD; " .. cmd .. " 2>&1"))
-  local out = p:read("a")
-  local ok = p:close()
-  assert(ok, cmd .. ": " .. out)
+  local code, out = h.run(cmd)
+  assert(code == 0, cmd .. ": " .. out)
   return out
 end
 

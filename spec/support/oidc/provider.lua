@@ -20,7 +20,7 @@ Provider.__index = Provider
 
 local DIR = h.root .. "/spec/support/oidc"
 -- h.exec keeps an ASan run's LD_PRELOAD away from node and the shell tools.
-local exec = h.exec or os.execute
+local exec = h.exec
 
 function _M.start()
   if not h.read_file(DIR .. "/node_modules/oauth2-mock-server/package.json") then
