@@ -110,7 +110,7 @@ function _M.one(sql, ...)
   return _M.rows(sql, ...)[1]
 end
 
--- Creates a user and a session directly in the database; returns user id and cookie value.
+-- Creates a user directly in the database (no session); returns its id.
 function _M.create_user(email, name)
   local pg = _M.db()
   local rows = assert(pg.query(
