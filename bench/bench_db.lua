@@ -86,9 +86,9 @@ local KEEP = { "subtitle", "series_name", "series_position", "duration", "cover_
 -- no search column, GIN index, CHECKs or trigger) that shows what the binding itself costs.
 local TABLE = "title_catalog"
 
-local function spec(method)
+local function spec()
   return { table = TABLE, key = { "asin" }, columns = COLUMNS, rows = ROWS,
-           only_changed = true, keep_on_null = KEEP, method = method }
+           only_changed = true, keep_on_null = KEEP }
 end
 
 -- ---- timing ----
@@ -122,15 +122,15 @@ local function check(res, inserted)
   assert(n == inserted, "expected " .. inserted .. " inserted, got " .. n)
 end
 
-local function batched(method)
+local function batched()
   local first, again = {}, {}
   for _ = 1, RUNS do
     truncate()
     local t0 = now()
-    check(must(pg.upsert(spec(method))), N)
+    check(must(pg.upsert(spec())), N)
     first[#first + 1] = now() - t0
     t0 = now()
-    check(must(pg.upsert(spec(method))), 0)
+    check(must(pg.upsert(spec())), 0)
     again[#again + 1] = now() - t0
   end
   return median(first), median(again)
@@ -321,10 +321,8 @@ for _, t in ipairs(targets) do
       print(name .. ", " .. (tbl == "bench_bare" and "bare copy of the columns (keys only)" or "title_catalog (full schema)") .. ":")
       local pf, pa = per_row()
       line("per row (one INSERT ... ON CONFLICT each, 1 tx)", pf, pa)
-      local bf, ba = batched("unnest")
+      local bf, ba = batched()
       line("batched host.pg.upsert (unnest)", bf, ba, { pf, pa })
-      local cf, ca = batched("copy")
-      line("batched host.pg.upsert (COPY + merge)", cf, ca, { pf, pa })
       if tbl == "title_catalog" and os.getenv("BENCH_VARIANTS") ~= "0" then
         local vf, va = variant(false, true)
         line("  alt: text params, wide CTE + DISTINCT ON, ids by join", vf, va)

@@ -405,151 +405,146 @@ local function flags(res)
   return table.concat(t)
 end
 
-for _, method in ipairs({ "unnest", "copy" }) do
-  describe("host.pg.upsert (method " .. method .. ")", function()
-    before_each(function() h.reset_db() end)
+describe("host.pg.upsert", function()
+  before_each(function() h.reset_db() end)
 
-    local function upsert(spec)
-      spec.method = method
-      return db.upsert(spec)
+  local upsert = db.upsert
+
+  it("upserts 10,000 rows in one call, every one flagged inserted, with the ids the table holds", function()
+    local rows = rows_of(1, 10000)
+    local res = upsert(catalog_spec(rows))
+    assert.equal(10000, #res)
+    local ids, asins = {}, {}
+    for i, r in ipairs(res) do
+      assert.is_true(r.inserted and r.changed, "row " .. i)
+      ids[i], asins[i] = r.id, rows[i].asin
     end
+    assert.equal(10000, count("SELECT count(*) AS n FROM title_catalog"))
+    assert.equal(10000, count([[SELECT count(*) AS n FROM title_catalog t
+      JOIN unnest($1::uuid[], $2::text[]) u(id, asin) ON t.id = u.id AND t.asin = u.asin]], ids, asins))
+    local r = db.one("SELECT * FROM title_catalog WHERE asin = $1", asin(20))
+    assert.same({ "Title 20", null, { "Author 20", 'Q"uote, {b}\\' }, {}, "Series", 2.5, 620, "2020-01-02",
+                  { "Fantasy", "Epic" } },
+                { r.title, r.subtitle, r.authors, r.narrators, r.series_name, r.series_position, r.duration,
+                  r.release_date, r.categories })
+  end)
 
-    it("upserts 10,000 rows in one call, every one flagged inserted, with the ids the table holds", function()
-      local rows = rows_of(1, 10000)
-      local res = upsert(catalog_spec(rows))
-      assert.equal(10000, #res)
-      local ids, asins = {}, {}
-      for i, r in ipairs(res) do
-        assert.is_true(r.inserted and r.changed, "row " .. i)
-        ids[i], asins[i] = r.id, rows[i].asin
-      end
-      assert.equal(10000, count("SELECT count(*) AS n FROM title_catalog"))
-      assert.equal(10000, count([[SELECT count(*) AS n FROM title_catalog t
-        JOIN unnest($1::uuid[], $2::text[]) u(id, asin) ON t.id = u.id AND t.asin = u.asin]], ids, asins))
-      local r = db.one("SELECT * FROM title_catalog WHERE asin = $1", asin(20))
-      assert.same({ "Title 20", null, { "Author 20", 'Q"uote, {b}\\' }, {}, "Series", 2.5, 620, "2020-01-02",
-                    { "Fantasy", "Epic" } },
-                  { r.title, r.subtitle, r.authors, r.narrators, r.series_name, r.series_position, r.duration,
-                    r.release_date, r.categories })
+  it("re-sending 10,000 unchanged rows writes nothing and still answers every id", function()
+    local first = upsert(catalog_spec(rows_of(1, 10000)))
+    local stamp = db.one("SELECT max(updated_at) AS t, sum(xmin::text::bigint) AS x FROM title_catalog")
+    local again = upsert(catalog_spec(rows_of(1, 10000)))
+    assert.equal(string.rep("--", 10000), flags(again))
+    for i = 1, 10000 do assert.equal(first[i].id, again[i].id) end
+    assert.same(stamp, db.one("SELECT max(updated_at) AS t, sum(xmin::text::bigint) AS x FROM title_catalog"))
+  end)
+
+  it("with only_changed rewrites only the rows that differ and inserts the new ones, flagging each", function()
+    upsert(catalog_spec(rows_of(1, 6)))
+    local rows = rows_of(1, 8)
+    rows[2].title = "Renamed"
+    rows[5].authors = { "Someone Else" }
+    local res = upsert(catalog_spec(rows))
+    assert.equal("---c-----c--icic", flags(res))
+    assert.same({ "Renamed", { "Someone Else" } },
+      { db.one("SELECT title FROM title_catalog WHERE asin = $1", asin(2)).title,
+        db.one("SELECT authors FROM title_catalog WHERE asin = $1", asin(5)).authors })
+  end)
+
+  it("keep_on_null keeps the stored value for a NULL and takes any other value", function()
+    upsert(catalog_spec({ { asin = asin(1), title = "T", subtitle = "kept" }, { asin = asin(2), title = "T", subtitle = "old" } },
+      { columns = { "asin", "title", "subtitle" } }))
+    local res = upsert(catalog_spec({ { asin = asin(1), title = "T", subtitle = null }, { asin = asin(2), title = "T", subtitle = "new" } },
+      { columns = { "asin", "title", "subtitle" } }))
+    assert.equal("---c", flags(res))
+    assert.same({ { asin = asin(1), subtitle = "kept" }, { asin = asin(2), subtitle = "new" } },
+      { table.unpack(db.query("SELECT asin, subtitle FROM title_catalog ORDER BY asin")) })
+  end)
+
+  it("without only_changed rewrites every existing row and flags it changed", function()
+    upsert(catalog_spec(rows_of(1, 3)))
+    local res = upsert(catalog_spec(rows_of(1, 4), { only_changed = false }))
+    assert.equal("-c-c-cic", flags(res))
+  end)
+
+  it("lets the last of several rows with one key win, and gives them one answer", function()
+    local rows = { title_row(1, " first"), title_row(2), title_row(1, " last") }
+    local res = upsert(catalog_spec(rows))
+    assert.equal(2, count("SELECT count(*) AS n FROM title_catalog"))
+    assert.equal("Title 1 last", db.one("SELECT title FROM title_catalog WHERE asin = $1", asin(1)).title)
+    assert.equal(res[1].id, res[3].id)
+    assert.are_not.equal(res[1].id, res[2].id)
+  end)
+
+  it("with update = {} leaves existing rows alone and still answers their ids", function()
+    local first = upsert(catalog_spec(rows_of(1, 2)))
+    local res = upsert(catalog_spec(rows_of(1, 3, " new"), { update = {}, keep_on_null = {} }))
+    assert.equal("----ic", flags(res))
+    assert.same({ first[1].id, first[2].id }, { res[1].id, res[2].id })
+    assert.equal("Title 1", db.one("SELECT title FROM title_catalog WHERE asin = $1", asin(1)).title)
+  end)
+
+  it("returns the requested columns, answers an empty batch without a round trip", function()
+    local res = upsert(catalog_spec(rows_of(1, 1), { returning = { "id", "asin", "created_at" } }))
+    assert.equal(asin(1), res[1].asin)
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$", res[1].created_at)
+    assert.same({}, upsert(catalog_spec({})))
+  end)
+
+  it("runs inside the caller's transaction and is rolled back with it", function()
+    local ok = pcall(db.tx, function()
+      upsert(catalog_spec(rows_of(1, 5)))
+      error("abort")
     end)
+    assert.is_false(ok)
+    assert.equal(0, count("SELECT count(*) AS n FROM title_catalog"))
+  end)
 
-    it("re-sending 10,000 unchanged rows writes nothing and still answers every id", function()
-      local first = upsert(catalog_spec(rows_of(1, 10000)))
-      local stamp = db.one("SELECT max(updated_at) AS t, sum(xmin::text::bigint) AS x FROM title_catalog")
-      local again = upsert(catalog_spec(rows_of(1, 10000)))
-      assert.equal(string.rep("--", 10000), flags(again))
-      for i = 1, 10000 do assert.equal(first[i].id, again[i].id) end
-      assert.same(stamp, db.one("SELECT max(updated_at) AS t, sum(xmin::text::bigint) AS x FROM title_catalog"))
-    end)
-
-    it("with only_changed rewrites only the rows that differ and inserts the new ones, flagging each", function()
-      upsert(catalog_spec(rows_of(1, 6)))
-      local rows = rows_of(1, 8)
-      rows[2].title = "Renamed"
-      rows[5].authors = { "Someone Else" }
-      local res = upsert(catalog_spec(rows))
-      assert.equal("---c-----c--icic", flags(res))
-      assert.same({ "Renamed", { "Someone Else" } },
-        { db.one("SELECT title FROM title_catalog WHERE asin = $1", asin(2)).title,
-          db.one("SELECT authors FROM title_catalog WHERE asin = $1", asin(5)).authors })
-    end)
-
-    it("keep_on_null keeps the stored value for a NULL and takes any other value", function()
-      upsert(catalog_spec({ { asin = asin(1), title = "T", subtitle = "kept" }, { asin = asin(2), title = "T", subtitle = "old" } },
-        { columns = { "asin", "title", "subtitle" } }))
-      local res = upsert(catalog_spec({ { asin = asin(1), title = "T", subtitle = null }, { asin = asin(2), title = "T", subtitle = "new" } },
-        { columns = { "asin", "title", "subtitle" } }))
-      assert.equal("---c", flags(res))
-      assert.same({ { asin = asin(1), subtitle = "kept" }, { asin = asin(2), subtitle = "new" } },
-        { table.unpack(db.query("SELECT asin, subtitle FROM title_catalog ORDER BY asin")) })
-    end)
-
-    it("without only_changed rewrites every existing row and flags it changed", function()
-      upsert(catalog_spec(rows_of(1, 3)))
-      local res = upsert(catalog_spec(rows_of(1, 4), { only_changed = false }))
-      assert.equal("-c-c-cic", flags(res))
-    end)
-
-    it("lets the last of several rows with one key win, and gives them one answer", function()
-      local rows = { title_row(1, " first"), title_row(2), title_row(1, " last") }
-      local res = upsert(catalog_spec(rows))
-      assert.equal(2, count("SELECT count(*) AS n FROM title_catalog"))
-      assert.equal("Title 1 last", db.one("SELECT title FROM title_catalog WHERE asin = $1", asin(1)).title)
-      assert.equal(res[1].id, res[3].id)
-      assert.are_not.equal(res[1].id, res[2].id)
-    end)
-
-    it("with update = {} leaves existing rows alone and still answers their ids", function()
-      local first = upsert(catalog_spec(rows_of(1, 2)))
-      local res = upsert(catalog_spec(rows_of(1, 3, " new"), { update = {}, keep_on_null = {} }))
-      assert.equal("----ic", flags(res))
-      assert.same({ first[1].id, first[2].id }, { res[1].id, res[2].id })
-      assert.equal("Title 1", db.one("SELECT title FROM title_catalog WHERE asin = $1", asin(1)).title)
-    end)
-
-    it("returns the requested columns, answers an empty batch without a round trip", function()
-      local res = upsert(catalog_spec(rows_of(1, 1), { returning = { "id", "asin", "created_at" } }))
-      assert.equal(asin(1), res[1].asin)
-      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$", res[1].created_at)
-      assert.same({}, upsert(catalog_spec({})))
-    end)
-
-    it("runs inside the caller's transaction and is rolled back with it", function()
-      local ok = pcall(db.tx, function()
-        upsert(catalog_spec(rows_of(1, 5)))
-        error("abort")
-      end)
-      assert.is_false(ok)
-      assert.equal(0, count("SELECT count(*) AS n FROM title_catalog"))
-    end)
-
-    it("flags a row inserted earlier in the same transaction as updated when the upsert rewrites it", function()
-      db.tx(function()
-        upsert(catalog_spec(rows_of(1, 1)))
-        local res = upsert(catalog_spec(rows_of(1, 2, " v2")))
-        assert.equal("-cic", flags(res))
-      end)
-    end)
-
-    it("upserts on a composite key with enum, timestamptz and NULL-able columns (user_library)", function()
-      local user = h.create_user("upsert-" .. method .. "@example.com")
-      local titles = upsert(catalog_spec(rows_of(1, 3)))
-      local function entry(i, source, progress)
-        return { user_id = user, title_id = titles[i].id, source = source, listening_progress = progress,
-                 personal_rating = null, date_added = "2024-01-0" .. i .. "T10:00:00.250Z", removed_at = null }
-      end
-      local spec = { table = "user_library", key = { "user_id", "title_id" }, only_changed = true,
-                     columns = { "user_id", "title_id", "source", "listening_progress", "personal_rating", "date_added", "removed_at" } }
-      spec.rows = { entry(1, "LIBRARY", 0), entry(2, "WISHLIST", 0), entry(3, "LIBRARY", 100) }
-      local first = upsert(spec)
-      assert.equal("icicic", flags(first))
-      db.query("UPDATE user_library SET removed_at = now() WHERE title_id = $1", titles[3].id)
-      spec.rows = { entry(1, "LIBRARY", 0), entry(2, "LIBRARY", 0), entry(3, "LIBRARY", 100) }
-      local again = upsert(spec)
-      assert.equal("---c-c", flags(again))
-      assert.same({ first[1].id, first[2].id, first[3].id }, { again[1].id, again[2].id, again[3].id })
-      local rows = db.query([[SELECT source, date_added, removed_at FROM user_library WHERE user_id = $1
-                               ORDER BY date_added]], user)
-      assert.same({ { source = "LIBRARY", date_added = "2024-01-01T10:00:00.250Z", removed_at = null },
-                    { source = "LIBRARY", date_added = "2024-01-02T10:00:00.250Z", removed_at = null },
-                    { source = "LIBRARY", date_added = "2024-01-03T10:00:00.250Z", removed_at = null } },
-                  { table.unpack(rows) })
-    end)
-
-    it("refuses a value of the wrong shape for a column, naming the row and column", function()
-      local rows = rows_of(1, 2)
-      rows[2].authors = "not an array"
-      local res, msg, state, kind = host.pg.upsert(catalog_spec(rows, { method = method }))
-      assert.same({ nil, "22P02", "query" }, { res, state, kind })
-      assert.matches("rows%[2%]%.authors", msg)
-      rows[2].authors, rows[2].title = { "ok" }, { "a table" }
-      res, msg = host.pg.upsert(catalog_spec(rows, { method = method }))
-      assert.is_nil(res)
-      assert.matches("rows%[2%]%.title", msg)
-      assert.equal(0, count("SELECT count(*) AS n FROM title_catalog"))
+  it("flags a row inserted earlier in the same transaction as updated when the upsert rewrites it", function()
+    db.tx(function()
+      upsert(catalog_spec(rows_of(1, 1)))
+      local res = upsert(catalog_spec(rows_of(1, 2, " v2")))
+      assert.equal("-cic", flags(res))
     end)
   end)
-end
+
+  it("upserts on a composite key with enum, timestamptz and NULL-able columns (user_library)", function()
+    local user = h.create_user("upsert@example.com")
+    local titles = upsert(catalog_spec(rows_of(1, 3)))
+    local function entry(i, source, progress)
+      return { user_id = user, title_id = titles[i].id, source = source, listening_progress = progress,
+               personal_rating = null, date_added = "2024-01-0" .. i .. "T10:00:00.250Z", removed_at = null }
+    end
+    local spec = { table = "user_library", key = { "user_id", "title_id" }, only_changed = true,
+                   columns = { "user_id", "title_id", "source", "listening_progress", "personal_rating", "date_added", "removed_at" } }
+    spec.rows = { entry(1, "LIBRARY", 0), entry(2, "WISHLIST", 0), entry(3, "LIBRARY", 100) }
+    local first = upsert(spec)
+    assert.equal("icicic", flags(first))
+    db.query("UPDATE user_library SET removed_at = now() WHERE title_id = $1", titles[3].id)
+    spec.rows = { entry(1, "LIBRARY", 0), entry(2, "LIBRARY", 0), entry(3, "LIBRARY", 100) }
+    local again = upsert(spec)
+    assert.equal("---c-c", flags(again))
+    assert.same({ first[1].id, first[2].id, first[3].id }, { again[1].id, again[2].id, again[3].id })
+    local rows = db.query([[SELECT source, date_added, removed_at FROM user_library WHERE user_id = $1
+                             ORDER BY date_added]], user)
+    assert.same({ { source = "LIBRARY", date_added = "2024-01-01T10:00:00.250Z", removed_at = null },
+                  { source = "LIBRARY", date_added = "2024-01-02T10:00:00.250Z", removed_at = null },
+                  { source = "LIBRARY", date_added = "2024-01-03T10:00:00.250Z", removed_at = null } },
+                { table.unpack(rows) })
+  end)
+
+  it("refuses a value of the wrong shape for a column, naming the row and column", function()
+    local rows = rows_of(1, 2)
+    rows[2].authors = "not an array"
+    local res, msg, state, kind = host.pg.upsert(catalog_spec(rows))
+    assert.same({ nil, "22P02", "query" }, { res, state, kind })
+    assert.matches("rows%[2%]%.authors", msg)
+    rows[2].authors, rows[2].title = { "ok" }, { "a table" }
+    res, msg = host.pg.upsert(catalog_spec(rows))
+    assert.is_nil(res)
+    assert.matches("rows%[2%]%.title", msg)
+    assert.equal(0, count("SELECT count(*) AS n FROM title_catalog"))
+  end)
+end)
 
 describe("host.pg.upsert names", function()
   it("refuses a table or column the schema does not have (names are never taken from input)", function()
