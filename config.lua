@@ -13,6 +13,12 @@ return {
   cors_origins = {},              -- e.g. {"chrome-extension://abcdef...", "https://app.example"}
   log_level = "info",
 
+  -- Web app (served from disk by the host; see doc/ARCHITECTURE.md)
+  web_root = "web",               -- relative to the checkout; missing: app paths get the JSON 404
+  cover_image_hosts = {           -- img-src of the app's Content-Security-Policy, besides 'self' data:
+    "https://m.media-amazon.com", "https://images-na.ssl-images-amazon.com",
+  },
+
   -- Lua
   instruction_limit = 200000000,  -- VM instructions one request may run before it is stopped
 

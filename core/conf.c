@@ -50,6 +50,50 @@ static int bool_field(lua_State *L, const char *key)
     return v;
 }
 
+/* The list at key joined by spaces (CSP sources): NULL with err when an item is not a plain
+   source expression, so a config value can never add a directive to the policy. */
+static char *csp_sources(lua_State *L, const char *key, char *err, size_t errlen)
+{
+    lua_getfield(L, -1, key);
+    size_t n = lua_istable(L, -1) ? lua_rawlen(L, -1) : 0, len = 0;
+    char *out = calloc(1, 1);
+    for (size_t i = 1; out && i <= n; i++) {
+        lua_rawgeti(L, -1, (lua_Integer)i);
+        size_t slen = 0;
+        const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &slen) : "";
+        int ok = slen > 0;
+        for (size_t k = 0; k < slen; k++)
+            ok = ok && s[k] > 0x20 && s[k] < 0x7f && !strchr(";,'\"", s[k]);
+        char *grown = ok ? realloc(out, len + slen + 2) : NULL;
+        if (!grown) {
+            snprintf(err, errlen, "config: %s[%zu] must be a source such as https://img.example.com", key, i);
+            free(out);
+            out = NULL;
+        } else {
+            out = grown;
+            len += (size_t)sprintf(out + len, "%s%s", len ? " " : "", s);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return out;
+}
+
+/* A folder from the table, made absolute against root. */
+static char *root_path(lua_State *L, const char *key, const char *dflt, const char *root)
+{
+    char *rel = dup_field(L, key);
+    const char *p = rel && *rel ? rel : dflt;
+    size_t n = strlen(root) + strlen(p) + 2;
+    char *abs = malloc(n);
+    if (abs && p[0] == '/')
+        snprintf(abs, n, "%s", p);
+    else if (abs)
+        snprintf(abs, n, "%s/%s", root, p);
+    free(rel);
+    return abs;
+}
+
 /* "database_url" -> "SHELFSYNC_DATABASE_URL" */
 static void env_name(const char *key, char *out, size_t outlen)
 {
@@ -221,7 +265,10 @@ static int read_table(lua_State *L, struct conf *c, char *err, size_t errlen)
     c->secret = dup_field(L, "secret");
     c->public_url = dup_field(L, "public_url");
     c->log_level = dup_field(L, "log_level");
-    if (!c->database_url || !c->secret || !c->public_url || !c->log_level) {
+    c->web_root = root_path(L, "web_root", "web", c->root);
+    if (!(c->cover_image_hosts = csp_sources(L, "cover_image_hosts", err, errlen)))
+        return -1;
+    if (!c->database_url || !c->secret || !c->public_url || !c->log_level || !c->web_root) {
         snprintf(err, errlen, "config: database_url, secret, public_url and log_level must be strings");
         return -1;
     }
@@ -324,6 +371,8 @@ void conf_free(struct conf *c)
     free(c->public_url);
     free(c->root);
     free(c->log_level);
+    free(c->web_root);
+    free(c->cover_image_hosts);
     free(c->json);
     memset(c, 0, sizeof *c);
 }

@@ -28,6 +28,8 @@ struct conf {
     char *public_url;             /* owned */
     char *root;                   /* owned: folder holding lua/, routes/, sql/ */
     char *log_level;              /* owned */
+    char *web_root;               /* owned: absolute; the web app's files (may not exist) */
+    char *cover_image_hosts;      /* owned: space-separated CSP sources for img-src */
     char *json;                   /* owned: the whole resolved table as JSON, for host.config */
 };
 

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "vm.h"
+#include "web_static.h"
 #include "worker.h"
 
 #define GZIP_MIN_BYTES 1024
@@ -36,6 +37,7 @@ struct http_server {
     const struct conf *conf;
     struct worker_pool *pool;
     struct MHD_Daemon *daemon;
+    struct web_static *web;
     atomic_int inflight;
     int port;
 };
@@ -163,6 +165,7 @@ static struct MHD_Response *error_response(const struct request *r, const char *
         MHD_add_response_header(resp, "Content-Type", "application/json");
         MHD_add_response_header(resp, "X-Request-Id", r->request_id);
         MHD_add_response_header(resp, "Cache-Control", "no-store");
+        web_static_api_headers(resp);
     }
     return resp;
 }
@@ -318,6 +321,7 @@ static struct MHD_Response *build_response(lua_State *L, struct request *r)
     if (compressible(ctype))
         MHD_add_response_header(resp, "Vary", "Accept-Encoding");
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    web_static_api_headers(resp);
     return resp;
 }
 
@@ -475,7 +479,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             r->too_large = 1;
             return send_error(r, 413, "payload_too_large", "the request body is over this route's limit");
         }
-        return MHD_YES;
+        int web = web_static_serve(s->web, conn, r->method, r->path, &r->status, &r->resp_bytes);
+        if (web)
+            snprintf(r->route, sizeof r->route, "(web)");
+        return web < 0 ? MHD_NO : MHD_YES;
     }
     if (*upload_size) {
         int rc = append_body(r, upload, *upload_size);
@@ -545,11 +552,17 @@ struct http_server *http_server_start(const struct conf *c, struct worker_pool *
     }
     s->conf = c;
     s->pool = pool;
+    if (!(s->web = web_static_new(c))) {
+        snprintf(err, errlen, "out of memory");
+        free(s);
+        return NULL;
+    }
     struct sockaddr_in sin = {0};
     sin.sin_family = AF_INET;
     sin.sin_port = htons((uint16_t)c->listen_port);
     if (inet_pton(AF_INET, c->listen_host, &sin.sin_addr) != 1) {
         snprintf(err, errlen, "listen host %s: expected an IPv4 address", c->listen_host);
+        web_static_free(s->web);
         free(s);
         return NULL;
     }
@@ -562,9 +575,11 @@ struct http_server *http_server_start(const struct conf *c, struct worker_pool *
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)c->connection_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_UNESCAPE_CALLBACK, web_static_unescape, NULL,
         MHD_OPTION_END);
     if (!s->daemon) {
         snprintf(err, errlen, "cannot listen on %s:%d (in use?)", c->listen_host, c->listen_port);
+        web_static_free(s->web);
         free(s);
         return NULL;
     }
@@ -595,5 +610,6 @@ void http_server_stop(struct http_server *s)
     if (!s)
         return;
     MHD_stop_daemon(s->daemon);
+    web_static_free(s->web);
     free(s);
 }
