@@ -7,10 +7,11 @@ return {
   workers = 0,                    -- 0: 2 x cores
   connection_limit = 1000,
   connection_timeout_s = 30,
-  max_body_bytes = 1048576,       -- every route but the import (a gzip body: after inflating too)
-  max_import_bytes = 67108864,    -- POST /api/sync/import
+  max_body_bytes = 1048576,       -- a route's default body_limit (a gzip body: after inflating too)
+  max_import_bytes = 67108864,    -- the body_limit of POST /api/sync/import (routes/sync.lua)
   shutdown_grace_s = 20,          -- SIGTERM: how long in-flight requests may take to finish
-  cors_origins = {},              -- e.g. {"chrome-extension://abcdef...", "https://app.example"}
+  cors_origins = {},              -- cookie routes' cross-origin callers, e.g. {"https://app.example"};
+                                  -- the import (Bearer token) is open to every origin without this
   log_level = "info",
 
   -- Web app (served from disk by the host; see doc/ARCHITECTURE.md)

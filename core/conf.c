@@ -253,7 +253,6 @@ static int read_table(lua_State *L, struct conf *c, char *err, size_t errlen)
     c->connection_limit = (int)int_field(L, "connection_limit", 1000);
     c->connection_timeout_s = (int)int_field(L, "connection_timeout_s", 30);
     c->max_body_bytes = (size_t)int_field(L, "max_body_bytes", 1 << 20);
-    c->max_import_bytes = (size_t)int_field(L, "max_import_bytes", 64 << 20);
     c->instruction_limit = int_field(L, "instruction_limit", 200000000);
     c->statement_timeout_ms = (int)int_field(L, "statement_timeout_ms", 15000);
     c->shutdown_grace_s = (int)int_field(L, "shutdown_grace_s", 20);
@@ -272,7 +271,7 @@ static int read_table(lua_State *L, struct conf *c, char *err, size_t errlen)
         snprintf(err, errlen, "config: database_url, secret, public_url and log_level must be strings");
         return -1;
     }
-    if (c->workers > 256 || c->max_body_bytes == 0 || c->max_import_bytes == 0 || c->instruction_limit <= 0) {
+    if (c->workers > 256 || c->max_body_bytes == 0 || c->instruction_limit <= 0) {
         snprintf(err, errlen, "config: workers must be 1..256 and limits positive");
         return -1;
     }

@@ -14,8 +14,7 @@ struct conf {
     int workers;
     int connection_limit;
     int connection_timeout_s;
-    size_t max_body_bytes;        /* every route but the import */
-    size_t max_import_bytes;      /* POST /api/sync/import; limits apply after inflating too */
+    size_t max_body_bytes;        /* a route's default body_limit (a path no route has) */
     long instruction_limit;       /* Lua VM instructions per request */
     int statement_timeout_ms;
     int shutdown_grace_s;

@@ -21,6 +21,9 @@
 #include "gzip.h"
 #include "log.h"
 #include "metrics.h"
+#include "reload.h"
+#include "routes.h"
+#include "scripts.h"
 #include "vm.h"
 #include "web_static.h"
 #include "worker.h"
@@ -32,6 +35,7 @@
 /* A body over its limit is read and dropped up to this many times the limit, so the
    client can be told 413; past that the connection is cut. */
 #define DRAIN_FACTOR 4
+#define EXPOSE_HEADERS "X-Request-Id, ETag"
 
 struct http_server {
     const struct conf *conf;
@@ -63,7 +67,9 @@ struct request {
     char remote[INET6_ADDRSTRLEN];
     struct kvlist headers, query, cookies;
     char *body;
-    size_t len, cap, limit, seen;
+    size_t len, cap, limit, seen;   /* limit: the route's body_limit (core/routes.h) */
+    enum routes_auth auth;          /* the route's authentication */
+    char *allow_origin;             /* owned: its CORS Access-Control-Allow-Origin, or NULL */
     int too_large, dispatched;
     struct MHD_Response *resp;      /* built by the worker */
     int status;
@@ -154,6 +160,18 @@ static void set_remote(struct request *r)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, r->remote, sizeof r->remote);
 }
 
+/* Every answer, Lua's or C's, carries the CORS headers of its route's policy, unless Lua
+   set them itself (a preflight). */
+static void add_cors(struct MHD_Response *resp, const struct request *r)
+{
+    if (!r->allow_origin || MHD_get_response_header(resp, "Access-Control-Allow-Origin"))
+        return;
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", r->allow_origin);
+    MHD_add_response_header(resp, "Access-Control-Expose-Headers", EXPOSE_HEADERS);
+    if (strcmp(r->allow_origin, "*") != 0)
+        MHD_add_response_header(resp, "Vary", "Origin");
+}
+
 /* A JSON error built in C, for failures that never reach Lua. */
 static struct MHD_Response *error_response(const struct request *r, const char *code, const char *msg)
 {
@@ -166,6 +184,7 @@ static struct MHD_Response *error_response(const struct request *r, const char *
         MHD_add_response_header(resp, "X-Request-Id", r->request_id);
         MHD_add_response_header(resp, "Cache-Control", "no-store");
         web_static_api_headers(resp);
+        add_cors(resp, r);
     }
     return resp;
 }
@@ -322,6 +341,7 @@ static struct MHD_Response *build_response(lua_State *L, struct request *r)
         MHD_add_response_header(resp, "Vary", "Accept-Encoding");
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
     web_static_api_headers(resp);
+    add_cors(resp, r);
     return resp;
 }
 
@@ -402,11 +422,27 @@ static void run_request(struct worker *w, struct job *job)
 
 /* ---- MHD callbacks (polling thread) ---- */
 
-static size_t limit_for(const struct conf *c, const char *method, const char *path)
+/* What the published route table says of this request, learnt before its body arrives:
+   body limit, authentication, CORS. A preflight takes the policy of the method it asks
+   about. Returns 0, or -1 when out of memory. */
+static int apply_route(struct request *r)
 {
-    if (!strcmp(method, "POST") && !strcmp(path, "/api/sync/import"))
-        return c->max_import_bytes;
-    return c->max_body_bytes;
+    const char *method = r->method;
+    if (!strcmp(method, "OPTIONS")) {
+        method = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Access-Control-Request-Method");
+        if (!method)
+            method = "GET";
+    }
+    struct scripts *s = reload_current();
+    const struct routes_table *t = s ? s->routes : NULL;
+    const struct routes_route *rt = routes_match(t, method, r->path);
+    r->limit = rt ? rt->body_limit : r->srv->conf->max_body_bytes;
+    r->auth = rt ? rt->auth : ROUTES_AUTH_SESSION;
+    const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
+    const char *allow = routes_allow_origin(t, rt ? rt->cors : ROUTES_CORS_LISTED, origin);
+    r->allow_origin = allow ? strdup(allow) : NULL;
+    scripts_unref(s);
+    return allow && !r->allow_origin ? -1 : 0;
 }
 
 static struct request *request_new(struct http_server *s, struct MHD_Connection *conn,
@@ -424,7 +460,11 @@ static struct request *request_new(struct http_server *s, struct MHD_Connection 
     clock_gettime(CLOCK_MONOTONIC, &r->t0);
     set_request_id(r);
     set_remote(r);
-    r->limit = limit_for(s->conf, r->method, r->path);
+    if (apply_route(r) < 0) {
+        free(r->path);
+        free(r);
+        return NULL;
+    }
     atomic_fetch_add(&s->inflight, 1);
     return r;
 }
@@ -526,6 +566,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     kv_free(&r->cookies);
     free(r->body);
     free(r->path);
+    free(r->allow_origin);
     free(r);
     *con_cls = NULL;
     atomic_fetch_sub(&s->inflight, 1);

@@ -17,6 +17,7 @@
 
 #include "conf.h"
 #include "log.h"
+#include "routes.h"
 #include "scripts.h"
 #include "vm.h"
 
@@ -81,13 +82,23 @@ void reload_request(void)
     }
 }
 
-/* Snapshots the tree, builds a scratch VM from it, publishes it if it loads. */
+/* Builds a scratch VM from s and keeps the route table it answers in s. */
+static int check_snapshot(struct scripts *s, char *err, size_t errlen)
+{
+    lua_State *L = vm_new(conf, s, err, errlen);
+    if (!L)
+        return -1;
+    int rc = routes_table_read(L, &s->routes, err, errlen);
+    vm_close(L);
+    return rc;
+}
+
+/* Snapshots the tree, checks it, publishes it if it loads. */
 static int check_now(void)
 {
     char err[1024];
     struct scripts *s = scripts_load(conf->root, err, sizeof err);
-    lua_State *L = s ? vm_new(conf, s, err, sizeof err) : NULL;
-    if (!L) {
+    if (!s || check_snapshot(s, err, sizeof err) < 0) {
         /* Keep only the first line: the traceback belongs in the log, not in /healthz. */
         log_error("reload refused, workers keep the last good code: %s", err);
         char *nl = strchr(err, '\n');
@@ -97,7 +108,6 @@ static int check_now(void)
         scripts_unref(s);
         return -1;
     }
-    vm_close(L);
     s->generation = atomic_fetch_add(&generation, 1) + 1;
     publish(s);
     reload_set_error("");
@@ -137,12 +147,10 @@ int reload_start(const struct conf *c, char *err, size_t errlen)
     struct scripts *s = scripts_load(c->root, err, errlen);
     if (!s)
         return -1;
-    lua_State *L = vm_new(c, s, err, errlen);
-    if (!L) {
+    if (check_snapshot(s, err, errlen) < 0) {
         scripts_unref(s);
         return -1;
     }
-    vm_close(L);
     s->generation = atomic_load(&generation);
     publish(s);
     inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);

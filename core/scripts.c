@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "routes.h"
+
 #define MAX_DEPTH 4
 
 static int add_file(struct scripts *s, size_t *cap, const char *path, const char *rel,
@@ -131,5 +133,6 @@ void scripts_unref(struct scripts *s)
         free(s->files[i].text);
     }
     free(s->files);
+    routes_table_free(s->routes);
     free(s);
 }

@@ -15,8 +15,11 @@ struct scripts_file {
     size_t len;
 };
 
+struct routes_table;
+
 struct scripts {
     unsigned long generation;
+    struct routes_table *routes;    /* owned; set by reload.c once the snapshot passed its check */
     int refs;           /* guarded by scripts_ref / scripts_unref */
     size_t n;
     struct scripts_file *files;     /* sorted by rel */

@@ -2,6 +2,7 @@
 --   init()        loads every routes/*.lua into the router (a VM is built whole or not at all)
 --   handle(req)   one request -> one response table (see doc/ARCHITECTURE.md)
 --   cleanup()     periodic housekeeping: every route file's `cleanup` function
+--   routes()      what C needs to know of each route before its body arrives (below)
 local _M = {}
 
 local json = require("json")
@@ -9,10 +10,15 @@ local errors = require("errors")
 local router = require("router")
 local cors = require("cors")
 
-local host, type, pairs, ipairs, xpcall, tostring = host, type, pairs, ipairs, xpcall, tostring
+local host, type, pairs, ipairs, xpcall, tostring, tointeger = host, type, pairs, ipairs, xpcall, tostring, math.tointeger
 local config = host.config
 
-local AUTH_MODES = { none = true, session = true, optional = true }
+-- "bearer": the handler authenticates an `Authorization: Bearer` token and no cookie is
+-- read, so such a route may be called cross-origin from anywhere (cors = "public").
+local AUTH_MODES = { none = true, session = true, optional = true, bearer = true }
+-- "listed": only config.cors_origins; "public": any origin, never with credentials.
+local CORS_POLICIES = { listed = true, public = true }
+local COOKIELESS = { none = true, bearer = true }
 local STATE_CHANGING = { POST = true, PUT = true, PATCH = true, DELETE = true }
 local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true }
 
@@ -26,7 +32,17 @@ local function check_route(file, i, r)
   if type(r.path) ~= "string" or r.path:sub(1, 1) ~= "/" then error(where .. ": path must start with /", 0) end
   if type(r.handler) ~= "function" then error(where .. ": handler must be a function", 0) end
   r.auth = r.auth or "session"
-  if not AUTH_MODES[r.auth] then error(where .. ": auth must be none, session or optional", 0) end
+  if not AUTH_MODES[r.auth] then error(where .. ": auth must be none, session, optional or bearer", 0) end
+  -- host.config's numbers come through JSON as floats: 1048576.0 is a whole number too.
+  r.body_limit = tointeger(r.body_limit or config.max_body_bytes)
+  if not r.body_limit or r.body_limit < 1 then
+    error(where .. ": body_limit must be a positive whole number of bytes", 0)
+  end
+  r.cors = r.cors or "listed"
+  if not CORS_POLICIES[r.cors] then error(where .. ": cors must be listed or public", 0) end
+  if r.cors == "public" and not COOKIELESS[r.auth] then
+    error(where .. ": cors = \"public\" needs auth = \"bearer\" or \"none\" (cookies stay same-origin)", 0)
+  end
 end
 
 function _M.init()
@@ -135,7 +151,6 @@ function _M.handle(req)
     end
   end
   resp.route = route and route.path      -- for the C side's per-route metrics
-  cors.decorate(req, resp, config)
   -- A session renewed by session.authenticate sends its cookie again (lua/session.lua).
   if req.set_cookies then require("session").decorate(req, resp) end
   return resp
@@ -146,6 +161,17 @@ function _M.cleanup()
     local ok, err = xpcall(c.fn, host.traceback)
     if not ok then host.log("error", "cleanup in " .. c.name .. " failed: " .. tostring(err)) end
   end
+end
+
+-- The route table C reads each time a snapshot of the scripts is published (core/routes.c;
+-- doc/ARCHITECTURE.md, "Route metadata"): every route in the router's match order, with what
+-- the C server applies before Lua sees the request, and the origins the "listed" policy allows.
+function _M.routes()
+  local list = {}
+  for i, r in ipairs(routes:list()) do
+    list[i] = { method = r.method, path = r.path, body_limit = r.body_limit, cors = r.cors, auth = r.auth }
+  end
+  return { routes = list, cors_origins = config.cors_origins or {} }
 end
 
 -- Exposed for specs and for route files that build responses by hand.

@@ -1,15 +1,19 @@
--- cors: cross-origin access for the origins listed in config.cors_origins (the browser
--- extension, a separately hosted web UI). Preflights from other origins get 403; simple
--- responses to them get no CORS headers, so the browser keeps them from the page.
+-- cors: answers CORS preflights by the route's policy (its `cors` field):
+--   "listed" (the default): only the origins in config.cors_origins (a separately hosted
+--            web UI); preflights from other origins get 403.
+--   "public": any origin, without credentials; only for routes that read no cookie
+--            (auth "bearer" or "none"), such as the extension's import, whose fetch carries
+--            the Audible page's origin.
+-- The headers of actual answers (Lua's and the C-built errors alike) are added in C from
+-- the same policy (core/routes.c, routes_cors_headers), so no answer goes without them.
 local _M = {}
 
 local ipairs, concat = ipairs, table.concat
 
 local ALLOW_HEADERS = "Authorization, Content-Type, Content-Encoding, X-Request-Id, If-None-Match"
-local EXPOSE_HEADERS = "X-Request-Id, ETag"
 local MAX_AGE = "600"
 
-local function allowed(origin, config)
+local function listed(origin, config)
   if not origin then return false end
   for _, o in ipairs(config.cors_origins or {}) do
     if o == origin or o == "*" then return true end
@@ -28,7 +32,8 @@ function _M.preflight(req, routes, config)
   if not req.headers["access-control-request-method"] then
     return { status = 204, headers = { Allow = methods }, body = "" }
   end
-  if not allowed(origin, config) then
+  local public = route and route.cors == "public"
+  if not public and not listed(origin, config) then
     local errors, json = require("errors"), require("json")
     return { status = 403, headers = { ["Content-Type"] = "application/json; charset=utf-8" },
              body = json.encode(errors.body("cors_rejected", "origin not allowed", nil, req.request_id)) }
@@ -37,21 +42,12 @@ function _M.preflight(req, routes, config)
     return { status = 204, headers = { Allow = methods }, body = "" }
   end
   return { status = 204, body = "", headers = {
-    ["Access-Control-Allow-Origin"] = origin,
+    ["Access-Control-Allow-Origin"] = public and "*" or origin,
     ["Access-Control-Allow-Methods"] = concat({ want, "OPTIONS" }, ", "),
     ["Access-Control-Allow-Headers"] = ALLOW_HEADERS,
     ["Access-Control-Max-Age"] = MAX_AGE,
     Vary = "Origin",
   } }
-end
-
--- Adds CORS headers to a response for an allowed origin.
-function _M.decorate(req, resp, config)
-  local origin = req.headers.origin
-  if resp.headers["Access-Control-Allow-Origin"] or not allowed(origin, config) then return end
-  resp.headers["Access-Control-Allow-Origin"] = origin
-  resp.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
-  resp.headers.Vary = resp.headers.Vary and (resp.headers.Vary .. ", Origin") or "Origin"
 end
 
 return _M

@@ -46,6 +46,17 @@ function _M:add(route)
   self.count = self.count + 1
 end
 
+-- Every route, in the order match() tries them (path length, then specificity).
+function _M:list()
+  local out, lens = {}, {}
+  for n in pairs(self.by_len) do lens[#lens + 1] = n end
+  sort(lens)
+  for _, n in ipairs(lens) do
+    for _, entry in ipairs(self.by_len[n]) do out[#out + 1] = entry.route end
+  end
+  return out
+end
+
 local function match_pattern(pattern, segs)
   local params = {}
   for i, p in ipairs(pattern) do

@@ -235,7 +235,9 @@ end
 
 return {
   { method = "POST", path = "/api/sync/token",   auth = "session", handler = create_token },
-  { method = "POST", path = "/api/sync/import",  auth = "none",    handler = import },
+  -- The extension posts from the Audible page (its Origin); only the token authorises.
+  { method = "POST", path = "/api/sync/import",  auth = "bearer",  handler = import,
+    cors = "public", body_limit = config.max_import_bytes },
   { method = "GET",  path = "/api/sync/history", auth = "session", handler = history },
   cleanup = cleanup,
 }

@@ -85,6 +85,36 @@ describe("the HTTP host", function()
     assert.are.equal("413", out)
   end)
 
+  describe("a route's own body limit", function()
+    local function post(path, bytes, headers)
+      local body = '{"pad":"' .. string.rep("x", bytes - 10) .. '"}'
+      assert(#body == bytes)
+      return h.request("POST", srv.url .. path, { body = body, headers = headers or
+        { ["Content-Type"] = "application/json" } })
+    end
+
+    it("applies whatever the spelling of the path", function()
+      local got = {}
+      for _, path in ipairs({ "/test/small/1", "/test/small/1/", "//test//small/1//" }) do
+        got[#got + 1] = { path, post(path, 64).status, post(path, 65).status }
+      end
+      assert.are.same({ { "/test/small/1", 200, 413 }, { "/test/small/1/", 200, 413 },
+                        { "//test//small/1//", 200, 413 } }, got)
+    end)
+
+    it("is the one of the route the router picks: a literal segment over a param", function()
+      assert.are.same({ 200, 413 }, { post("/test/small/big", 4096).status, post("/test/small/big/", 4097).status })
+      assert.are.equal(200, post("/test/echo", 4097).status)           -- the default (max_body_bytes)
+    end)
+
+    it("holds after inflating a gzip body", function()
+      local body = '{"pad":"' .. string.rep("x", 90) .. '"}'
+      local res = h.request("POST", srv.url .. "/test/small/2", { body = h.host.gzip.compress(body),
+        headers = { ["Content-Encoding"] = "gzip", ["Content-Type"] = "application/json" } })
+      assert.are.same({ 413, "payload_too_large" }, { res.status, res.json.error })
+    end)
+  end)
+
   it("inflates a gzip body", function()
     local body = h.host.json.encode({ titles = { "a", "b" } })
     local res = h.request("POST", srv.url .. "/test/echo", { body = h.host.gzip.compress(body),
@@ -287,6 +317,21 @@ describe("shelfsync check", function()
   it("passes on the real tree", function()
     local code, out = h.run("cd " .. h.root .. " && " .. h.binary .. " check")
     assert.are.equal(0, code, out)
+  end)
+
+  it("refuses a route whose metadata is wrong, naming it", function()
+    local function check(route)
+      local root = h.temp_root({ ["routes/zz_bad.lua"] = "return { " .. route .. " }" })
+      local code, out = h.run("cd " .. root .. " && SHELFSYNC_ROOT=" .. root .. " " .. h.binary .. " check")
+      return { code, out:match("routes%.zz_bad entry 1: [^\n]*") }
+    end
+    local handler = "handler = function() return 200, {} end"
+    assert.are.same({ 1, 'routes.zz_bad entry 1: cors = "public" needs auth = "bearer" or "none" (cookies stay same-origin)' },
+      check('{ method = "GET", path = "/x", auth = "session", cors = "public", ' .. handler .. ' }'))
+    assert.are.same({ 1, "routes.zz_bad entry 1: body_limit must be a positive whole number of bytes" },
+      check('{ method = "POST", path = "/x", auth = "none", body_limit = 0, ' .. handler .. ' }'))
+    assert.are.same({ 1, "routes.zz_bad entry 1: cors must be listed or public" },
+      check('{ method = "POST", path = "/x", auth = "none", cors = "any", ' .. handler .. ' }'))
   end)
 
   it("fails with file:line on a broken file, even one nothing requires", function()
