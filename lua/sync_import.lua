@@ -1,6 +1,6 @@
 -- sync_import: the library import behind POST /api/sync/import (DESIGN.md, "Sync contract").
 --
---   local prep = sync_import.prepare(body[, text_checked])   -- validation only; raises 422
+--   local prep = sync_import.prepare(body[, text_checked])   -- validation only; raises 422, 413
 --   local result = sync_import.run(user_id, jti, prep)        -- one transaction, see below
 --   sync_import.record_failure(user_id, message[, warnings])
 --
@@ -145,7 +145,9 @@ local function envelope(body)
   end
   local max = setting("sync_max_titles", 100000)
   if #titles > max then
-    unprocessable("too_many_titles",
+    -- 413, not 422: too large is what it is, and the extension's "Library Too Large" state
+    -- (with its download of the JSON) is the one that helps.
+    errors.raise(413, "too_many_titles",
       format("a sync holds at most %d titles; this one has %d", max, #titles),
       { { path = "titles", message = format("must hold at most %d items", max) } })
   end
@@ -155,7 +157,7 @@ end
 -- body: the decoded JSON. Returns prep = {items (sorted by ASIN), index (items[k] was
 -- titles[index[k]], 0-based), mask (what items[k] does not know, see the bits above),
 -- count, received, invalid, warnings, library, wishlist}; raises 422 (validation_failed,
--- too_many_titles, no_valid_titles). The items are the decoded tables, cleaned in place;
+-- no_valid_titles; 413 too_many_titles). The items are the decoded tables, cleaned in place;
 -- nothing else is stored in them.
 function _M.prepare(body, text_checked)
   local titles = envelope(body)
@@ -547,12 +549,16 @@ local function removal_warning(removed, before)
 end
 
 local function import_tx(user_id, jti, prep)
-  local tok = db.one("SELECT id, user_id, used FROM sync_tokens WHERE jti = $1 FOR UPDATE", jti)
+  local tok = db.one([[SELECT id, user_id, used, expires_at <= now() AS expired
+                       FROM sync_tokens WHERE jti = $1 FOR UPDATE]], jti)
   if not tok or tok.user_id ~= user_id then
     token_error("token_invalid", "this sync token is not valid")
   end
   if tok.used then
     token_error("token_already_used", "this sync token was already used; start a new sync")
+  end
+  if tok.expired then
+    token_error("token_expired", "this sync token has expired; start a new sync")
   end
   local now = db.one([[SELECT pg_advisory_xact_lock($1, hashtext($2)) AS locked,
                               now() AS now]], _M.LOCK_CLASS, user_id).now

@@ -7,9 +7,19 @@
 -- The token is a JWT (HS256 with the server secret; sub = user id, jti = uuid, aud =
 -- "shelfsync-sync", iat, exp = iat + sync_token_ttl_s) with a row in sync_tokens. The
 -- import checks it in C (host.jwt.verify_hs256: alg, MAC, exp, iat, aud), then its row:
--- unknown jti or another user's -> 401 token_invalid, used -> 401 token_already_used. The
--- row is checked again under a lock inside the import transaction, which also marks it
--- used, so a token yields at most one import and a refused payload does not consume it.
+-- unknown jti or another user's -> 401 token_invalid, used -> 401 token_already_used,
+-- the row's expires_at passed -> 401 token_expired (the JWT's exp and the row's expires_at
+-- are the same instant, and either one having passed expires the token). The row is
+-- checked again under a lock inside the import transaction, which also marks it used, so
+-- a token yields at most one import and a refused payload does not consume it.
+--
+-- The import's 401 bodies carry `code`, the stable machine-readable code (token_invalid,
+-- token_expired, token_already_used), besides `error`. `error` is the same code, except
+-- for a used token: "token already used", because the audioshlf extension decides what to
+-- show by looking for the words "expired" and "already used" in `error` (token_expired
+-- already reads "expired"). Every other route's `error` is the code, as everywhere.
+-- The import is cors = "public" (any origin, no credentials: the token alone authorises)
+-- and declares body_limit = max_import_bytes (doc/ARCHITECTURE.md, "Route metadata").
 local db = require("db")
 local json = require("json")
 local errors = require("errors")
@@ -92,9 +102,13 @@ end
 
 -- ---- POST /api/sync/import ----
 
+-- What the extension reads in `error`, where the code alone does not say it (see above).
+local ERROR_WORDS = { token_already_used = "token already used" }
+
 local function unauthorized(ctx, code, message)
-  return 401, errors.body(code, message, nil, ctx.req.request_id),
-    { ["WWW-Authenticate"] = WWW_AUTHENTICATE }
+  local body = errors.body(ERROR_WORDS[code] or code, message, nil, ctx.req.request_id)
+  body.code = code
+  return 401, body, { ["WWW-Authenticate"] = WWW_AUTHENTICATE }
 end
 
 -- Returns the verified claims, or nil and the 401's code and message, plus the claims when
@@ -117,7 +131,7 @@ local function check_token(req)
     return nil, "token_invalid", "this sync token is not valid"
   end
   local row = db.one([[
-    SELECT t.user_id, t.used, u.status
+    SELECT t.user_id, t.used, t.expires_at <= now() AS expired, u.status
     FROM sync_tokens t JOIN users u ON u.id = t.user_id
     WHERE t.jti = $1]], jti)
   if not row or row.user_id ~= sub then
@@ -128,6 +142,9 @@ local function check_token(req)
   end
   if row.used then
     return nil, "token_already_used", "this sync token was already used; start a new sync", claims
+  end
+  if row.expired then
+    return nil, "token_expired", "this sync token has expired; start a new sync", claims
   end
   return claims
 end

@@ -453,7 +453,7 @@ describe("Library sync", function()
         local c = h.login(limited, "limits@example.com")
         local token = token_for(c)
         local res = import(limited, token, small(6, 115))
-        assert.same({ status = 422, error = "too_many_titles" }, err(res))
+        assert.same({ status = 413, error = "too_many_titles" }, err(res))
         res = import(limited, token, nil, { raw = '{"titles":[' .. string.rep(" ", 20001) .. ']}' })
         assert.same(413, res.status)
         assert.same(200, import(limited, token, small(5, 115)).status)
@@ -481,8 +481,9 @@ describe("Library sync", function()
       c = h.login(srv, "tokens@example.com")
     end)
 
+    -- (`code`: the import's 401s spell a used token's `error` in words; routes/sync.lua)
     local function invalid(res)
-      return { status = res.status, error = res.json and res.json.error,
+      return { status = res.status, error = res.json and res.json.code,
                www = res.headers["www-authenticate"] ~= nil }
     end
 
@@ -496,6 +497,16 @@ describe("Library sync", function()
       assert.same(200, import(srv, token, small(2, 121)).status)
       local res = import(srv, token, small(2, 121))
       assert.same({ status = 401, error = "token_already_used", www = true }, invalid(res))
+      assert.same("token already used", res.json.error)
+    end)
+
+    it("expires when its row's expires_at has passed, even while the JWT's exp has not", function()
+      local token = token_for(c)
+      assert(h.db().query([[UPDATE sync_tokens SET created_at = now() - interval '1 minute',
+            expires_at = now() - interval '1 second' WHERE jti = $1]],
+        claims_of(token).jti))
+      assert.same({ status = 401, error = "token_expired", www = true },
+        invalid(import(srv, token, small(1, 131))))
     end)
 
     it("expires after sync_token_ttl_s", function()
@@ -576,7 +587,7 @@ describe("Library sync", function()
       table.sort(statuses)
       assert.same({ 200, 401 }, statuses)
       local refused = res[1].status == 401 and res[1] or res[2]
-      assert.same("token_already_used", refused.json.error)
+      assert.same("token_already_used", refused.json.code)
       assert.same(1, one([[SELECT count(*)::int AS n FROM sync_history
                            WHERE user_id = $1 AND success]], u.user.id).n)
       assert.same(300, count_active(u.user.id))

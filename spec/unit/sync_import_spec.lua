@@ -73,7 +73,7 @@ describe("sync_import.prepare", function()
     local ok, e = pcall(refusal, { titles = { {}, {}, {} } })
     host.config.sync_max_titles = saved
     assert(ok, e)
-    assert.same({ status = 422, code = "too_many_titles",
+    assert.same({ status = 413, code = "too_many_titles",
                   details = { { path = "titles", message = "must hold at most 2 items" } } }, e)
   end)
 end)
