@@ -24,6 +24,7 @@ local json = require("json")
 local errors = require("errors")
 local validate = require("validate")
 local db = require("db")
+local types = require("types")
 
 local crypto = host.crypto
 local config = host.config
@@ -456,14 +457,10 @@ end
 
 -- ---- GET /api/library/:asin and GET /api/titles/:asin ----
 
-local ASIN_PATTERN = "^[A-Z0-9]+$"
-
 -- The ASIN from the path, upper-cased; 400 naming `asin` when it cannot be one.
 function _M.asin(v)
   v = upper(v or "")
-  if #v ~= 10 or not find(v, ASIN_PATTERN) then
-    bad_param("asin", "must be 10 letters or digits")
-  end
+  if not types.is_asin(v) then bad_param("asin", types.ASIN_MESSAGE) end
   return v
 end
 

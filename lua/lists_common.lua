@@ -49,8 +49,7 @@ _M.VISIBILITIES = { "PRIVATE", "UNLISTED", "PUBLIC" }
 _M.TITLE = { type = "string", max_len = LIMITS.title }
 _M.DESCRIPTION = { type = "string", max_len = LIMITS.description }
 _M.VISIBILITY = { type = "string", upper = true, enum = _M.VISIBILITIES }
-_M.ASIN = { type = "string", required = true, upper = true, len = 10, pattern = "^[A-Z0-9]+$",
-  message = "must be an ASIN: 10 letters or digits" }
+_M.ASIN = require("types").ASIN
 
 -- ---- the two kinds: fixed SQL names, never taken from a request ----
 

@@ -22,6 +22,8 @@
 -- payload's names; CATALOG_COLUMNS maps them to title_catalog's columns.
 local _M = {}
 
+local types = require("types")
+
 local function optional(rule)
   rule.invalid = "drop"
   return rule
@@ -34,10 +36,8 @@ _M.ITEM = {
   type = "object",
   in_place = true,      -- thousands per upload: cleaned in the decoded table, no copy
   fields = {
-    -- 10 letters or digits: an ASIN (B0...) or an ISBN-10 (digits, maybe a final X).
-    -- Lower case is folded: "b00abc1234" is the same title.
-    asin = { type = "string", required = true, upper = true, len = 10, pattern = "^[A-Z0-9]+$",
-             message = "must be 10 letters or digits (an ASIN or ISBN-10)" },
+    -- An ASIN, ISBN-10 or 13-digit id (lua/types.lua); lower case is folded.
+    asin = types.ASIN,
     title = { type = "string", required = true, max_len = 500 },
     source = { type = "string", required = true, upper = true, enum = { "LIBRARY", "WISHLIST" } },
 
@@ -47,7 +47,7 @@ _M.ITEM = {
     seriesName = optional { type = "string", max_len = 500 },
     seriesPosition = optional { type = "number", min = 0, max = 1000000, coerce = true },
     duration = optional { type = "integer", min = 1, max = 1000000, coerce = true, round = true },
-    coverImageUrl = optional { type = "string", format = "http_url", max_len = 2048 },
+    coverImageUrl = optional { type = "string", format = "http_url", max_len = 2048 },  -- types.URL
     summary = optional { type = "string", max_len = 50000 },
     rating = optional { type = "number", min = 0, max = 5, coerce = true },
     ratingCount = optional { type = "integer", min = 0, max = 2147483647, coerce = true },

@@ -19,8 +19,11 @@
 --   invalid   "drop": an invalid value of this object field is dropped, not fatal
 --   null_if   a value that means "explicitly nothing": cleaned to validate.null (JSON null),
 --             unlike an absent field, which is left out (e.g. personalRating 0 = unrated)
---   message   replaces the message of a failed constraint (length, pattern, enum, format),
---             so a rule can say what it wants ("must be 10 letters or digits")
+--   message   replaces the message of a failed constraint (length, pattern, enum, format,
+--             check), so a rule can say what it wants ("must be 10 letters or digits")
+--   check     fn(cleaned) -> value | nil, message: a rule data cannot say (a Lua pattern has
+--             no alternation), run on a present value after the type's checks; the value
+--             it returns is the cleaned one. lua/types.lua holds the shared ones.
 -- string:  trim (default true: surrounding whitespace removed), empty ("absent" (default):
 --          "" counts as absent, an error when required; "keep"), upper / lower (case
 --          folding before the checks), len / min_len / max_len (in characters), pattern
@@ -39,7 +42,10 @@
 -- object:  fields = {name = rule, ...}, unknown ("ignore" (default) | "reject"), in_place
 --          (true: the cleaned object is the input table itself, each field replaced by its
 --          cleaned value (renamed by `as`, absent ones removed, unknown ones left): no new
---          table per object, for bulk input; the input is modified even when refused).
+--          table per object, for bulk input; the input is modified even when refused),
+--          checks (list of fn(cleaned object) -> nil | field, message: rules across fields,
+--          run once every field passed; the named field is dropped when its rule says
+--          invalid = "drop" (errs carries the message), else the object is refused).
 --
 -- text_checked: a caller that validated the JSON text as a whole (validate.text_ok: valid
 -- UTF-8, no \u0000 escape) may say so, and strings decoded from it skip the per-string
@@ -259,7 +265,23 @@ local KNOWN = {
   min_len = true, max_len = true, pattern = true, enum = true, format = true, min = true,
   max = true, coerce = true, round = true, items = true, min_items = true, max_items = true,
   compact = true, unique = true, fields = true, unknown = true, in_place = true,
+  check = true, checks = true,
 }
+
+-- The keys each fast path handles. A rule with any other key takes the general path, so
+-- a key added to KNOWN can never be skipped by a fast path that does not know it.
+local function only(r, allowed)
+  for k in pairs(r) do
+    if not allowed[k] then return false end
+  end
+  return true
+end
+local PLAIN_STRING_KEYS = { type = true, trim = true, required = true, max_len = true,
+  message = true, invalid = true, as = true, default = true }
+local INLINE_ARRAY_KEYS = { type = true, items = true, max_items = true, compact = true,
+  unique = true, message = true, invalid = true, as = true, default = true, required = true }
+local BULK_OBJECT_KEYS = { type = true, fields = true, in_place = true, unknown = true,
+  message = true, invalid = true, as = true, default = true, required = true }
 
 local function plural(n, one, many)
   return n == 1 and one or many
@@ -268,8 +290,7 @@ end
 -- True for a string rule with nothing but trim, required and max_len: the common case,
 -- checked by a shorter closure (and inline by arrays of them).
 local function plain_string(r)
-  return r.type == "string" and not (r.upper or r.lower or r.len or r.min_len or r.pattern or
-    r.enum or r.format or r.empty == "keep") and r.null_if == nil
+  return r.type == "string" and only(r, PLAIN_STRING_KEYS)
 end
 
 local function compile_string(r, text_checked)
@@ -472,7 +493,7 @@ local function compile_array(r, text_checked)
   -- checked as a whole: the element checks inline, and the array comes back as it came
   -- unless an element needs trimming, is empty or repeats (then the general path runs).
   local inline = text_checked and r.items and plain_string(r.items) and r.items.trim ~= false
-    and compact and unique and not min_items
+    and compact and unique and only(r, INLINE_ARRAY_KEYS)
   local item_max = inline and r.items.max_len
   local item_max_msg = item_max and ("must be at most " .. item_max .. plural(item_max, " character", " characters"))
   local general
@@ -591,7 +612,7 @@ local function compile_object(r, text_checked)
       end
     end
   end
-  if in_place and not renames and not reject_unknown then
+  if in_place and not renames and not reject_unknown and only(r, BULK_OBJECT_KEYS) then
     -- The bulk case (sync items): a present value the checker returns unchanged costs a
     -- lookup, a call and a comparison; the table is written only where a value changed.
     return function(v, parent, key, errs)
@@ -688,6 +709,46 @@ local function compile_any()
   return function(v, _, _, errs) return v, errs end
 end
 
+-- Wraps a compiled checker with the rule's `check` hook.
+local function with_check(c, check, custom)
+  if type(check) ~= "function" then error("validate: check must be a function", 0) end
+  return function(v, parent, key, errs)
+    local out
+    out, errs = c(v, parent, key, errs)
+    if out == INVALID or out == nil or out == null then return out, errs end
+    local fixed, msg = check(out)
+    if fixed == nil then
+      return INVALID, add(errs, parent, key, custom or msg or "is not valid")
+    end
+    return fixed, errs
+  end
+end
+
+-- Wraps a compiled object checker with the rule's `checks` (rules across fields).
+local function with_checks(c, r)
+  local checks, fields = r.checks, r.fields or {}
+  for i = 1, #checks do
+    if type(checks[i]) ~= "function" then error("validate: checks must be a list of functions", 0) end
+  end
+  return function(v, parent, key, errs)
+    local out
+    out, errs = c(v, parent, key, errs)
+    if out == INVALID then return out, errs end
+    local path
+    for i = 1, #checks do
+      local field, msg = checks[i](out)
+      if field ~= nil then
+        path = path or join(parent, key)
+        errs = add(errs, path, field, msg or "is not valid")
+        local fr = fields[field]
+        if not fr or fr.required or fr.invalid ~= "drop" then return INVALID, errs end
+        out[fr.as or field] = nil
+      end
+    end
+    return out, errs
+  end
+end
+
 local caches = {
   [false] = setmetatable({}, { __mode = "k" }),
   [true] = setmetatable({}, { __mode = "k" }),
@@ -711,6 +772,11 @@ function compile(r, text_checked)
   elseif t == "object" then c = compile_object(r, text_checked)
   elseif t == "any" then c = compile_any()
   else error("validate: unknown type " .. tostring(t), 0) end
+  if r.check ~= nil then c = with_check(c, r.check, r.message) end
+  if r.checks ~= nil then
+    if t ~= "object" then error("validate: checks is for object rules", 0) end
+    c = with_checks(c, r)
+  end
   cache[r] = c
   return c
 end

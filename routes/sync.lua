@@ -25,6 +25,7 @@ local json = require("json")
 local errors = require("errors")
 local validate = require("validate")
 local sync_import = require("sync_import")
+local types = require("types")
 
 local config = host.config
 local jwt, crypto = host.jwt, host.crypto
@@ -36,7 +37,6 @@ local clock_ms = host.clock_ms
 local AUDIENCE = "shelfsync-sync"
 local TOKEN_LOCK_CLASS = 0x53594e54     -- "SYNT": token creation, one at a time per user
 local WWW_AUTHENTICATE = 'Bearer realm="shelfsync-sync", error="invalid_token"'
-local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
 
 local LIMIT_RULE = validate.compile{ type = "integer", min = 1, max = 100, coerce = true }
 local DEFAULT_HISTORY = 5
@@ -127,7 +127,7 @@ local function check_token(req)
     return nil, "token_invalid", "this sync token is not valid"
   end
   local sub, jti = claims.sub, claims.jti
-  if type(sub) ~= "string" or not match(sub, UUID) or type(jti) ~= "string" or not match(jti, UUID) then
+  if not types.is_uuid(sub) or not types.is_uuid(jti) then
     return nil, "token_invalid", "this sync token is not valid"
   end
   local row = db.one([[

@@ -34,8 +34,7 @@ for _, name in ipairs{
   "dashboard", "titles", "public", "private", "unlisted", "security", "abuse", "postmaster",
 } do RESERVED[name] = true end
 
-local USERNAME = { type = "string", required = true, min_len = 3, max_len = 30,
-  pattern = "^[A-Za-z0-9_]+$", message = "must be 3 to 30 letters, digits or underscores" }
+local USERNAME = require("types").HANDLE
 
 local CLAIM = validate.compile{
   type = "object", unknown = "reject",

@@ -106,7 +106,7 @@ describe("recommendation lists", function()
         { { title = "ok", colour = "red" }, { { path = "colour", message = "is not an allowed field" } } },
         { { title = "ok", items = { { note = "x" }, { asin = "B0" } } }, {
           { path = "items[0].asin", message = "is required" },
-          { path = "items[1].asin", message = "must be an ASIN: 10 letters or digits" } } },
+          { path = "items[1].asin", message = "must be an ASIN: 10 letters or digits, or 13 digits" } } },
         { { title = "ok", items = { { asin = mine[1].asin, note = rep("n", 2001) } } },
           { { path = "items[0].note", message = "must be at most 2000 characters" } } },
         { { title = "ok", items = { { asin = mine[1].asin }, { asin = mine[2].asin }, { asin = mine[1].asin } } },
@@ -218,7 +218,7 @@ describe("recommendation lists", function()
       res = alice:put(path, { { asin = "B0-1234567" }, "B000000000", { asin = mine[1].asin, note = 7 } })
       assert.are.equal(422, res.status)
       assert.are.same({
-        { path = "[0].asin", message = "must be an ASIN: 10 letters or digits" },
+        { path = "[0].asin", message = "must be an ASIN: 10 letters or digits, or 13 digits" },
         { path = "[1]", message = "must be an object" },
         { path = "[2].note", message = "must be a string" },
       }, res.json.details)

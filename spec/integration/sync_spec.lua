@@ -330,7 +330,7 @@ describe("Library sync", function()
       assert.same(2, res.json.imported)
       assert.same({
         "3 of 5 titles were invalid and skipped",
-        "titles[1] (NOT-AN-ASIN): skipped: asin: must be 10 letters or digits (an ASIN or ISBN-10)",
+        "titles[1] (NOT-AN-ASIN): skipped: asin: must be an ASIN: 10 letters or digits, or 13 digits",
         string.format("titles[2] (%s): skipped: source: is required", items[3].asin),
         string.format("titles[3] (%s): ignored invalid rating: must be between 0 and 5", items[4].asin),
         "titles[4] (no ASIN): skipped: must be an object",
@@ -356,7 +356,7 @@ describe("Library sync", function()
       local res = import(srv, token, { { asin = "bad", title = "x", source = "LIBRARY" } })
       assert.same({ status = 422, error = "no_valid_titles" }, err(res))
       assert.same({ { path = "titles[0].asin",
-                      message = "must be 10 letters or digits (an ASIN or ISBN-10)" } },
+                      message = "must be an ASIN: 10 letters or digits, or 13 digits" } },
                   res.json.details)
       local empty = import(srv, token, '{"titles":[]}')
       assert.same({ status = 422, error = "no_valid_titles" }, err(empty))
@@ -646,7 +646,7 @@ describe("Library sync", function()
                           FROM sync_history WHERE user_id = $1 ORDER BY synced_at]], c.user.id)
       assert.same({
         { success = false, error_message = "none of the 1 titles is valid; nothing was imported",
-          warnings = { "titles[0].asin: must be 10 letters or digits (an ASIN or ISBN-10)" },
+          warnings = { "titles[0].asin: must be an ASIN: 10 letters or digits, or 13 digits" },
           titles_imported = 0 },
         { success = true, error_message = null, warnings = {}, titles_imported = 2 },
         { success = false, error_message = "this sync token was already used; start a new sync",

@@ -51,7 +51,7 @@ describe("sync_import.prepare", function()
 
   it("refuses a payload without a valid title, naming each problem", function()
     assert.same({ status = 422, code = "no_valid_titles", details = {
-      { path = "titles[0].asin", message = "must be 10 letters or digits (an ASIN or ISBN-10)" },
+      { path = "titles[0].asin", message = "must be an ASIN: 10 letters or digits, or 13 digits" },
       { path = "titles[0].source", message = "is required" },
     } }, refusal({ titles = { { asin = "x", title = "t" } } }))
     assert.same({ status = 422, code = "no_valid_titles", details = {} }, refusal({ titles = {} }))

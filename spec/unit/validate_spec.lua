@@ -379,3 +379,82 @@ describe("sync_rules.ITEM", function()
     assert.same("asin", field_error("asin", "B00ABC123!"))
   end)
 end)
+
+describe("validate hooks", function()
+  local function upper_only(v)
+    if v:find("%l") then return nil, "must be upper case" end
+    return v
+  end
+
+  it("runs a field's check on every path, the fast ones included", function()
+    local plain = { type = "string", max_len = 20, check = upper_only }
+    -- (arrays of plain strings are checked inline in text checked as a whole)
+    local names = { type = "array", items = plain, compact = true, unique = true }
+    local short = { type = "array", items = { type = "string" }, compact = true, unique = true,
+                    check = function(a) if #a > 2 then return nil, "too many" end return a end }
+    local item = { type = "object", in_place = true, fields = { name = plain, tags = names, few = short } }
+    for _, opts in ipairs({ {}, { text_checked = true } }) do
+      local c = validate.checker(item, opts)
+      local v, errs = c({ name = "abc", tags = { "A", "b" }, few = { "a", "b", "c" } }, "it")
+      assert.same({ nil, { { path = "it.few", message = "too many" },
+                           { path = "it.name", message = "must be upper case" },
+                           { path = "it.tags[1]", message = "must be upper case" } } }, { v, errs })
+      assert.same({ name = "ABC", tags = { "A" }, few = { "a" } },
+        (c({ name = "ABC", tags = { "A" }, few = { "a" } })))
+    end
+  end)
+
+  it("lets a field's check clean the value", function()
+    local trimmed = { type = "string", check = function(v) return (v:gsub("%-", "")) end }
+    assert.same({ value = "978014", errs = nil }, result(trimmed, "978-014"))
+  end)
+
+  it("runs an object's checks once its fields pass: drops a droppable field, else refuses", function()
+    local function no_wishlist_progress(o)
+      if o.source == "WISHLIST" and o.progress ~= nil then return "progress", "must be absent on a wishlist title" end
+    end
+    local function needs_title(o)
+      if o.title == "" then return "title", "must not be blank" end
+    end
+    local rule = { type = "object", in_place = true, checks = { no_wishlist_progress, needs_title }, fields = {
+      source = { type = "string", required = true },
+      title = { type = "string", empty = "keep" },
+      progress = { type = "integer", invalid = "drop" },
+    } }
+    assert.same({ value = { source = "WISHLIST", title = "t" },
+                  errs = { { path = "progress", message = "must be absent on a wishlist title" } } },
+      result(rule, { source = "WISHLIST", title = "t", progress = 40 }))
+    assert.same({ value = { source = "LIBRARY", title = "t", progress = 40 }, errs = nil },
+      result(rule, { source = "LIBRARY", title = "t", progress = 40 }))
+    assert.same(refused("title", "must not be blank"), result(rule, { source = "LIBRARY", title = "" }))
+  end)
+
+  it("refuses a hook that is not a function when the rule compiles", function()
+    assert.has_error(function() validate.compile({ type = "string", check = "upper" }) end,
+      "validate: check must be a function")
+    assert.has_error(function() validate.compile({ type = "string", checks = {} }) end,
+      "validate: checks is for object rules")
+  end)
+end)
+
+describe("types", function()
+  local types = require("types")
+
+  it("takes the ids real exports carry as an ASIN, with one message for the rest", function()
+    local got = {}
+    for _, id in ipairs({ "B00ABC1234", "b00abc1234", "014312854X", "9780143128540",
+                          "978014312854", "97801431285400", "978014312854X", "B00ABC123", "B00ABC1234X" }) do
+      local v, errs = check(types.ASIN, id, "asin")
+      got[#got + 1] = v or errs[1].message
+    end
+    local bad = "must be an ASIN: 10 letters or digits, or 13 digits"
+    assert.same({ "B00ABC1234", "B00ABC1234", "014312854X", "9780143128540", bad, bad, bad, bad, bad }, got)
+  end)
+
+  it("checks UUIDs and handles", function()
+    assert.same({ true, false, false }, { types.is_uuid("0b9b9d3e-4c2a-4f53-9b0e-3f1f1c2d7a10"),
+      types.is_uuid("0b9b9d3e"), types.is_uuid(nil) })
+    assert.same({ value = "ada_99" }, result(types.HANDLE, "ada_99"))
+    assert.same(refused("", "must be 3 to 30 letters, digits or underscores"), result(types.HANDLE, "a!"))
+  end)
+end)
