@@ -16,21 +16,26 @@
 --      second finds it used (401 token_already_used); the token is marked used at the end,
 --      so it is consumed only when the import commits;
 --   2. pg_advisory_xact_lock on the user: one sync per user at a time;
---   3. the catalog: the payload's rows are read and compared in Lua, so an unchanged title
---      costs no write and no lock. New ASINs are inserted in one statement in ASIN order
---      (ON CONFLICT DO NOTHING: a row another sync inserted meanwhile joins the updates);
---      changed rows go through the batched upsert with only_changed and keep_on_null (a
---      field the item lacks keeps the stored value). authors / narrators / categories the
---      item does not know (absent or empty) are left out of the statement's update list:
---      their columns are NOT NULL, so "keep" cannot be a NULL there. Items are grouped by
---      which of the three they know (at most 8 statements, usually 1); with more than one
---      group the rows are first locked in ASIN order, so two syncs with overlapping titles
---      always lock in the same order and never deadlock;
+--   3. the catalog, shared by every user: a payload may FILL a blank field of a stored
+--      title, never overwrite one (refreshing metadata is the enrichment's job, from a
+--      provider). Blank is NULL, an empty name list, or a placeholder (sync_rules
+--      .PLACEHOLDERS, e.g. the extension's "Unknown Title"), which is never written over a
+--      value either. The payload's rows are read and compared in Lua, so a title with
+--      nothing to fill costs no write and no lock. New ASINs are inserted in one statement
+--      in ASIN order (ON CONFLICT DO NOTHING: a row another sync inserted meanwhile joins
+--      the fills). Rows to fill are then locked in ASIN order (two syncs with overlapping
+--      titles never deadlock) and read again, so a value written meanwhile (another sync,
+--      the enrichment) is never overwritten; the batched upsert writes only the fills
+--      (keep_on_null keeps the rest). authors / narrators / categories not filled are left
+--      out of the update list: their columns are NOT NULL, so "keep" cannot be a NULL
+--      there. Rows are grouped by which of the three they fill (at most 8 statements);
 --   4. user_library, read and compared the same way: new entries inserted, changed ones
 --      upserted by (user_id, title_id) so they keep their id (and the lists referencing
 --      them), removed_at cleared (a title brought back gets its old entry back); entries
 --      absent from the payload get removed_at = now(), never deleted. A personal field the
---      item lacks keeps its stored value;
+--      item lacks keeps its stored value, and a known entry's dateAdded never moves later
+--      (the extension sends the time of the scrape; an import with real purchase dates can
+--      still move it earlier);
 --   5. the token marked used and a sync_history row written.
 -- A deadlock or serialization failure (which the ordering above should make impossible)
 -- retries the transaction, at most twice.
@@ -115,6 +120,29 @@ local function label(a)
   if type(a) ~= "string" or a == "" then return "no ASIN" end
   if #a > 24 then a = sub(a, 1, 24) .. "..." end
   return (gsub(a, "%c", "?"))
+end
+
+local SCALARS = rules.CATALOG_SCALARS       -- {column, item field}
+local NSCALARS = #SCALARS
+local COLUMN, FIELD = {}, {}
+for i = 1, NSCALARS do COLUMN[i], FIELD[i] = SCALARS[i][1], SCALARS[i][2] end
+assert(COLUMN[1] == "title")
+
+-- Placeholders a client sends for what it could not read (sync_rules.PLACEHOLDERS).
+local PLACEHOLDER = {}
+for _, v in ipairs(rules.PLACEHOLDERS) do PLACEHOLDER[v] = true end
+
+local function blank(v)
+  return v == nil or v == null or PLACEHOLDER[v] == true
+end
+
+-- True when a name list says nothing: absent, empty, or placeholders only.
+local function blank_list(a)
+  if a == nil or a == null then return true end
+  for i = 1, #a do
+    if not PLACEHOLDER[a[i]] then return false end
+  end
+  return true
 end
 
 -- Bits of item.mask: what the item does not know. The catalog arrays...
@@ -218,12 +246,13 @@ function _M.prepare(body, text_checked)
     local it = titles[i]
     items[k], index[k] = it, i - 1
     local m = 0
-    local a = it.authors
-    if a == nil or a[1] == nil then m = m | NO_AUTHORS end
-    a = it.narrators
-    if a == nil or a[1] == nil then m = m | NO_NARRATORS end
-    a = it.categories
-    if a == nil or a[1] == nil then m = m | NO_CATEGORIES end
+    if blank_list(it.authors) then m = m | NO_AUTHORS end
+    if blank_list(it.narrators) then m = m | NO_NARRATORS end
+    if blank_list(it.categories) then m = m | NO_CATEGORIES end
+    -- A placeholder is no value: dropped (the title, required, stays, and counts as blank).
+    for i = 2, NSCALARS do
+      if PLACEHOLDER[it[FIELD[i]]] then it[FIELD[i]] = nil end
+    end
     if it.listeningProgress == nil then m = m | NO_PROGRESS end
     if it.personalRating == nil then m = m | NO_RATING end
     if it.dateAdded == nil then m = m | NO_DATE end
@@ -237,19 +266,14 @@ end
 
 -- ---- the transaction ----
 
-local SCALARS = rules.CATALOG_SCALARS       -- {column, item field}
-local NSCALARS = #SCALARS
-local COLUMN, FIELD = {}, {}
-for i = 1, NSCALARS do COLUMN[i], FIELD[i] = SCALARS[i][1], SCALARS[i][2] end
 
 local CATALOG_COLUMNS = { "asin" }
 for i = 1, NSCALARS do CATALOG_COLUMNS[#CATALOG_COLUMNS + 1] = COLUMN[i] end
 for _, c in ipairs(rules.CATALOG_ARRAYS) do CATALOG_COLUMNS[#CATALOG_COLUMNS + 1] = c end
 local KEEP_ON_NULL = {}
 for i = 2, NSCALARS do KEEP_ON_NULL[#KEEP_ON_NULL + 1] = COLUMN[i] end   -- all but title
-assert(COLUMN[1] == "title")
 
--- The update list for each array mask: every scalar, and the arrays the group knows.
+-- The update list for each array mask: every scalar, and the arrays the group fills.
 local UPDATE_FOR = {}
 for m = 0, ARRAYS_MASK do
   local cols = {}
@@ -297,26 +321,36 @@ local function token_error(code, message)
 end
 _M.token_error = token_error
 
-local function same_array(a, b)
-  local n = #a
-  if n ~= #b then return false end
-  for i = 1, n do
-    if a[i] ~= b[i] then return false end
-  end
-  return true
+-- The array bits of m (what the item does not know) plus those the stored row ex already
+-- has: the arrays the item does not fill.
+local function unfilled_arrays(m, ex)
+  if m & NO_AUTHORS == 0 and not blank_list(ex.authors) then m = m | NO_AUTHORS end
+  if m & NO_NARRATORS == 0 and not blank_list(ex.narrators) then m = m | NO_NARRATORS end
+  if m & NO_CATEGORIES == 0 and not blank_list(ex.categories) then m = m | NO_CATEGORIES end
+  return m & ARRAYS_MASK
 end
 
--- True when the item would change the stored row ex: a field it carries differs (a
--- field it lacks keeps the stored value, so it cannot differ).
-local function catalog_differs(it, m, ex)
+-- The row that fills the blanks of the stored row ex from the item, and the arrays it
+-- does not fill (a mask); nil when the item has nothing to fill. Fields not filled are nil
+-- (keep_on_null), except the title, which is NOT NULL and is ex's unless blank there.
+local function fill_row(it, m, ex)
+  local row
   for i = 1, NSCALARS do
     local v = it[FIELD[i]]
-    if v ~= nil and v ~= ex[COLUMN[i]] then return true end
+    if v ~= nil and blank(ex[COLUMN[i]]) and not blank(v) then
+      row = row or {}
+      row[COLUMN[i]] = v
+    end
   end
-  if m & NO_AUTHORS == 0 and not same_array(it.authors, ex.authors) then return true end
-  if m & NO_NARRATORS == 0 and not same_array(it.narrators, ex.narrators) then return true end
-  if m & NO_CATEGORIES == 0 and not same_array(it.categories, ex.categories) then return true end
-  return false
+  local um = unfilled_arrays(m, ex)
+  if not row and um == ARRAYS_MASK then return nil end
+  row = row or {}
+  row.asin = it.asin
+  row.title = row.title or ex.title
+  row.authors = um & NO_AUTHORS == 0 and it.authors or EMPTY
+  row.narrators = um & NO_NARRATORS == 0 and it.narrators or EMPTY
+  row.categories = um & NO_CATEGORIES == 0 and it.categories or EMPTY
+  return row, um
 end
 
 -- The row the batched upsert writes for an item. Unknown arrays are '{}' (the columns
@@ -335,11 +369,7 @@ local function catalog_row(it, m)
 end
 
 -- Stored rows are read with only the columns some item carries (the extension sends
--- little besides the title), plus what the warnings need.
-local COVER
-for i = 1, NSCALARS do if FIELD[i] == "coverImageUrl" then COVER = i end end
-
--- The SELECT of stored rows, and whether it reads no_cover rather than the cover.
+-- little besides the title). The SELECT of stored rows, and its form that locks them.
 local function catalog_select(items, mask, count)
   local carried, ncarried, mask_and = {}, 0, ARRAYS_MASK
   for k = 1, count do
@@ -364,40 +394,77 @@ local function catalog_select(items, mask, count)
   if mask_and & NO_AUTHORS == 0 then cols[#cols + 1] = "c.authors" end
   if mask_and & NO_NARRATORS == 0 then cols[#cols + 1] = "c.narrators" end
   if mask_and & NO_CATEGORIES == 0 then cols[#cols + 1] = "c.categories" end
-  -- what the warnings need, when not read anyway
-  if mask_and & NO_AUTHORS ~= 0 then cols[#cols + 1] = "cardinality(c.authors) = 0 AS no_authors" end
-  if not carried[COVER] then cols[#cols + 1] = "c.cover_image_url IS NULL AS no_cover" end
-  return "SELECT " .. concat(cols, ", ") .. " FROM title_catalog AS c WHERE c.asin = ANY($1::text[])",
-    not carried[COVER]
+  local sql = "SELECT " .. concat(cols, ", ") .. " FROM title_catalog AS c WHERE c.asin = ANY($1::text[])"
+  return sql, sql .. " ORDER BY c.asin FOR NO KEY UPDATE"
+end
+
+-- db.query over the ASINs of items[positions[first..last]]: the stored rows by ASIN.
+local function stored_rows(sql, items, positions, first, last)
+  local asins = {}
+  for k = first, last do asins[k - first + 1] = items[positions[k]].asin end
+  local found = db.query(sql, asins)
+  local by_asin = {}
+  for i = 1, #found do by_asin[found[i].asin] = found[i] end
+  return by_asin
+end
+
+-- Fills the blanks of the stored rows at positions (sorted: ASIN order) from their
+-- items, with the rows locked and read again. Returns the number of rows rewritten.
+local function fill(prep, lock_sql, positions, n)
+  local items, mask = prep.items, prep.mask
+  local groups = {}
+  for first = 1, n, FETCH_CHUNK do
+    local last = first + FETCH_CHUNK - 1
+    if last > n then last = n end
+    local locked = stored_rows(lock_sql, items, positions, first, last)
+    for i = first, last do
+      local k = positions[i]
+      local row, um = fill_row(items[k], mask[k], locked[items[k].asin])
+      if row then
+        local g = groups[um]
+        if not g then g = {}; groups[um] = g end
+        g[#g + 1] = row
+      end
+    end
+  end
+  local changed = 0
+  for um = 0, ARRAYS_MASK do
+    local g = groups[um]
+    if g then
+      local res = upsert_chunked({ table = "title_catalog", key = { "asin" },
+                                   columns = CATALOG_COLUMNS, update = UPDATE_FOR[um],
+                                   keep_on_null = KEEP_ON_NULL, only_changed = true,
+                                   returning = ID_ONLY }, g, #g)
+      for i = 1, #g do
+        if res[i].changed then changed = changed + 1 end
+      end
+    end
+  end
+  return changed
 end
 
 -- Brings the catalog up to date with the items. Returns title_ids (title_ids[k] for
 -- items[k]), the number of new rows and of rewritten rows.
-local function catalog(prep, w)
-  local items, index, mask, count = prep.items, prep.index, prep.mask, prep.count
-  local sql, reads_no_cover = catalog_select(items, mask, count)
-  local ids, is_new, no_authors, no_cover = {}, {}, {}, {}
+local function catalog(prep)
+  local items, mask, count = prep.items, prep.mask, prep.count
+  local sql, lock_sql = catalog_select(items, mask, count)
+  local all = {}
+  for k = 1, count do all[k] = k end
+  local ids = {}
   local new_rows, new_pos, nnew = {}, {}, 0
-  local upd_pos, nupd = {}, 0
+  local fill_pos, nfill = {}, 0
   for first = 1, count, FETCH_CHUNK do
     local last = first + FETCH_CHUNK - 1
     if last > count then last = count end
-    local asins = {}
-    for k = first, last do asins[k - first + 1] = items[k].asin end
-    local found = db.query(sql, asins)
-    local existing = {}
-    for i = 1, #found do existing[found[i].asin] = found[i] end
+    local existing = stored_rows(sql, items, all, first, last)
     for k = first, last do
       local it = items[k]
       local ex = existing[it.asin]
       if ex then
         ids[k] = ex.id
-        local a = ex.authors
-        if a then no_authors[k] = a[1] == nil else no_authors[k] = ex.no_authors end
-        if reads_no_cover then no_cover[k] = ex.no_cover else no_cover[k] = ex.cover_image_url == null end
-        if catalog_differs(it, mask[k], ex) then
-          nupd = nupd + 1
-          upd_pos[nupd] = k
+        if fill_row(it, mask[k], ex) then
+          nfill = nfill + 1
+          fill_pos[nfill] = k
         end
       else
         nnew = nnew + 1
@@ -407,7 +474,7 @@ local function catalog(prep, w)
   end
 
   -- New ASINs: one statement, in ASIN order. A row another sync inserted meanwhile is not
-  -- ours to insert (DO NOTHING) and joins the updates instead.
+  -- ours to insert (DO NOTHING) and joins the fills instead.
   local new_to_catalog = 0
   if nnew > 0 then
     local res = upsert_chunked({ table = "title_catalog", key = { "asin" },
@@ -418,61 +485,16 @@ local function catalog(prep, w)
       local r, k = res[i], new_pos[i]
       ids[k] = r.id
       if r.inserted then
-        is_new[k] = true
         new_to_catalog = new_to_catalog + 1
       else
-        nupd = nupd + 1
-        upd_pos[nupd] = k
+        nfill = nfill + 1
+        fill_pos[nfill] = k
         raced = true
       end
     end
-    if raced then sort(upd_pos) end    -- positions follow the ASIN order
+    if raced then sort(fill_pos) end    -- positions follow the ASIN order
   end
-
-  -- Changed rows, grouped by the arrays they know. only_changed stays on: another sync
-  -- may have written the same values since the rows were read.
-  local groups, ngroups = {}, 0
-  for i = 1, nupd do
-    local k = upd_pos[i]
-    local m = mask[k] & ARRAYS_MASK
-    local g = groups[m]
-    if not g then
-      g = {}
-      groups[m] = g
-      ngroups = ngroups + 1
-    end
-    g[#g + 1] = catalog_row(items[k], m)
-  end
-  if ngroups > 1 then
-    local lock = {}
-    for i = 1, nupd do lock[i] = items[upd_pos[i]].asin end
-    db.query([[SELECT 1 FROM title_catalog WHERE asin = ANY($1::text[])
-               ORDER BY asin FOR NO KEY UPDATE]], lock)
-  end
-  local changed = 0
-  for m = 0, ARRAYS_MASK do
-    local g = groups[m]
-    if g then
-      local res = upsert_chunked({ table = "title_catalog", key = { "asin" },
-                                   columns = CATALOG_COLUMNS, update = UPDATE_FOR[m],
-                                   keep_on_null = KEEP_ON_NULL, only_changed = true,
-                                   returning = ID_ONLY }, g, #g)
-      for i = 1, #g do
-        if res[i].changed then changed = changed + 1 end
-      end
-    end
-  end
-
-  -- Warnings about what the catalog still lacks for these titles.
-  for k = 1, count do
-    local it = items[k]
-    if mask[k] & NO_AUTHORS ~= 0 and (is_new[k] or no_authors[k]) then
-      warn(w, "titles[%d] (%s): no authors known for this title", index[k], it.asin)
-    end
-    if it.coverImageUrl == nil and (is_new[k] or no_cover[k]) then
-      warn(w, "titles[%d] (%s): no cover art", index[k], it.asin)
-    end
-  end
+  local changed = nfill > 0 and fill(prep, lock_sql, fill_pos, nfill) or 0
   return ids, new_to_catalog, changed
 end
 
@@ -505,6 +527,8 @@ local function library(user_id, prep, title_ids, now)
       if m & NO_DATE ~= 0 then added = s and s.date_added or now end
     end
     if rating == nil then rating = null end
+    -- A known entry's date never moves later (canonical UTC strings order as instants).
+    if s and s.date_added ~= null and added > s.date_added then added = s.date_added end
     local source = it.source
     if not s or s.removed or s.source ~= source or s.listening_progress ~= progress
         or s.personal_rating ~= rating or s.date_added ~= added then
@@ -564,9 +588,8 @@ local function import_tx(user_id, jti, prep)
                               now() AS now]], _M.LOCK_CLASS, user_id).now
 
   local count = prep.count
-  local w = new_warnings()
   local t0 = clock_ms()
-  local ids, new_to_catalog, changed = catalog(prep, w)
+  local ids, new_to_catalog, changed = catalog(prep)
   local t1 = clock_ms()
   local before, removed = library(user_id, prep, ids, now)
   local t2 = clock_ms()
@@ -576,8 +599,9 @@ local function import_tx(user_id, jti, prep)
   if prep.invalid > 0 then
     head[#head + 1] = format("%d of %d titles were invalid and skipped", prep.invalid, prep.received)
   end
-  -- Validation warnings first (upload order), then the catalog's (ASIN order).
-  local warnings = finish_warnings(head, prep.warnings, w)
+  -- Only what the user can act on: removals, skipped and ignored items. Metadata the
+  -- catalog still lacks is the enrichment's to find, not a warning.
+  local warnings = finish_warnings(head, prep.warnings)
 
   db.query("UPDATE sync_tokens SET used = true, used_at = now() WHERE id = $1", tok.id)
   local h = db.one([[

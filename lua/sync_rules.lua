@@ -12,8 +12,9 @@
 --     malformed date) is dropped with a warning and the title is still imported. Skipping
 --     the whole title instead would mark its library entry removed, a far worse outcome
 --     for one unreadable field.
---   * an absent field (or null, or "") never erases what the catalog already knows; the
---     import keeps the stored value (keep_on_null).
+--   * the catalog is shared: a payload fills a blank field of a stored title, never
+--     overwrites one (lua/sync_import.lua); an absent field (or null, or "") never erases
+--     what the catalog knows. PLACEHOLDERS below count as blank, on both sides.
 --   * authors / narrators / categories arrive as arrays; empty ones mean "unknown" (the
 --     extension sends [] when a page does not show them) and keep the stored ones.
 --   * personalRating 0 means "not rated" (stored as NULL); listeningProgress is 0..100,
@@ -75,5 +76,10 @@ _M.CATALOG_SCALARS = {
   { "release_date", "releaseDate" }, { "language", "language" },
 }
 _M.CATALOG_ARRAYS = { "authors", "narrators", "categories" }
+
+-- What clients send for a field they could not read (the extension sends "Unknown Title"
+-- when it misses a row's title markup): never stored over a value, replaced by the first
+-- real one. Compared exactly, after trimming.
+_M.PLACEHOLDERS = { "Unknown Title", "Unknown Author", "Unknown Narrator", "Unknown" }
 
 return _M

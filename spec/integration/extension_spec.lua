@@ -110,6 +110,81 @@ describe("the audioshlf extension with the default configuration", function()
     end
   end)
 
+  -- One extension sync of items (tables) for a fresh listener (or `who`); the answer.
+  local function sync_items(items, who)
+    local c = who or h.login(w.srv, "listener-items-" .. host.crypto.uuid() .. "@example.com")
+    local t = c:post("/api/sync/token", {}).json.token
+    local res = sync(w.srv, t, json.encode({ titles = items }))
+    assert(res and res.status == 200, res and res.body)
+    return res, c
+  end
+
+  local function catalog_row(asin)
+    return h.one([[SELECT title, summary, authors, narrators, rating FROM title_catalog
+                   WHERE asin = $1]], asin)
+  end
+
+  describe("the shared catalog", function()
+    it("takes a listener's metadata only where it is blank, never over another's", function()
+      local first = { asin = "B0DEFACE01", title = "The Real Title", authors = { "A. Author" },
+                      narrators = {}, summary = nil, rating = 4.5, source = "LIBRARY" }
+      sync_items({ first })
+      sync_items({ { asin = "B0DEFACE01", title = "DEFACED", authors = { "Vandal" },
+                     narrators = { "N. Arrator" }, summary = "A summary at last.", rating = 1,
+                     source = "LIBRARY" } })
+      assert.are.same({ title = "The Real Title", summary = "A summary at last.",
+                        authors = { "A. Author" }, narrators = { "N. Arrator" }, rating = 4.5 },
+        catalog_row("B0DEFACE01"))
+    end)
+
+    it("counts the extension's placeholders as blank: never stored over a value, filled later", function()
+      sync_items({ { asin = "B0DEFACE02", title = "Unknown Title", authors = { "Unknown Author" },
+                     narrators = {}, source = "LIBRARY" } })
+      assert.are.same({ title = "Unknown Title", authors = {} },
+        h.one("SELECT title, authors FROM title_catalog WHERE asin = $1", "B0DEFACE02"))
+      sync_items({ { asin = "B0DEFACE02", title = "Found At Last", authors = { "Real Author" },
+                     narrators = {}, source = "LIBRARY" } })
+      sync_items({ { asin = "B0DEFACE02", title = "Unknown Title", authors = { "Unknown Author" },
+                     narrators = {}, source = "LIBRARY" } })
+      assert.are.same({ title = "Found At Last", authors = { "Real Author" } },
+        h.one("SELECT title, authors FROM title_catalog WHERE asin = $1", "B0DEFACE02"))
+    end)
+  end)
+
+  describe("the listener's library", function()
+    local function date_of(c, asin)
+      return c:get("/api/library/" .. asin).json.dateAdded
+    end
+
+    it("keeps a known entry's dateAdded: a later scrape never moves it, an earlier date does", function()
+      local function item(date) return { asin = "B0DATEADD1", title = "Dated", authors = {}, narrators = {},
+                                         source = "LIBRARY", personalRating = 0, dateAdded = date } end
+      local _, c = sync_items({ item("2023-05-01T10:00:00.000Z") })
+      sync_items({ item("2026-11-29T02:00:00.000Z") }, c)          -- the next scrape
+      local kept = date_of(c, "B0DATEADD1")
+      sync_items({ item("2021-01-02T03:04:05.000Z") }, c)          -- a real purchase date
+      assert.are.same({ "2023-05-01T10:00:00.000Z", "2021-01-02T03:04:05.000Z" },
+        { kept, date_of(c, "B0DATEADD1") })
+    end)
+
+    it("takes 10-character, ISBN-10 and 13-digit ids, and refuses the rest with a warning", function()
+      local function item(asin) return { asin = asin, title = "Id " .. asin, authors = {}, narrators = {},
+                                         source = "LIBRARY" } end
+      local res, c = sync_items({ item("9780143128540"), item("014312854x"), item("B0IDS00001"),
+                                  item("978014312854") })
+      assert.are.same({ 3, { "1 of 4 titles were invalid and skipped",
+                             "titles[3] (978014312854): skipped: asin: must be an ASIN: 10 letters or digits, or 13 digits" } },
+        { res.json.imported, res.json.warnings })
+      assert.are.same({ 200, "9780143128540", 200 }, { c:get("/api/library/9780143128540").status,
+        c:get("/api/titles/9780143128540").json.asin, c:get("/api/library/014312854X").status })
+    end)
+
+    it("answers a first sync of titles without authors or covers with no warning at all", function()
+      local res = sync_items(lib.extension_items(lib.generate(50, { seed = 11, salt = 11 })))
+      assert.are.same({ 50, 50, {} }, { res.json.imported, res.json.newToCatalog, res.json.warnings })
+    end)
+  end)
+
   -- Every error the import can answer, and the overlay state it must land in.
   describe("lands every error in the state the extension has for it", function()
     local function forged(claims, secret) return host.jwt.sign_hs256(claims, secret or SECRET) end
