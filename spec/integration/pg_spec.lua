@@ -220,6 +220,15 @@ describe("db (lua/db.lua)", function()
   end)
 end)
 
+describe("the embedded cluster (scripts/pg.sh)", function()
+  it("listens on a port below the ephemeral range, so no outgoing connection can hold it", function()
+    local code, out = h.run("cd " .. h.root .. " && scripts/pg.sh status")
+    local port = tonumber(out:match("running on port (%d+)"))
+    local lo = tonumber((h.read_file("/proc/sys/net/ipv4/ip_local_port_range") or "32768"):match("%d+"))
+    assert.are.same({ 0, true, true }, { code, port ~= nil and port >= 15432 and port <= 15631, port ~= nil and port < lo })
+  end)
+end)
+
 -- ---- a private cluster that the specs may restart and stop ----
 
 local PGBIN = os.getenv("SHELFSYNC_PGBIN")

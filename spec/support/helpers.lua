@@ -152,9 +152,11 @@ local function port_is_free(port)
   return res == nil
 end
 
+-- 20000-31999: below Linux's ephemeral range (32768-60999), where an outgoing connection's
+-- port (TIME_WAIT included) could make the bind fail.
 local function random_port()
   local b = host.crypto and host.crypto.random(2) or tostring(os.time())
-  local n = (b:byte(1) * 256 + b:byte(2)) % 30000
+  local n = (b:byte(1) * 256 + b:byte(2)) % 12000
   return 20000 + n
 end
 
