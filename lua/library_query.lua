@@ -260,14 +260,19 @@ local function iso(expr)
 end
 _M.iso = iso
 
--- Catalog columns under the API's names, read from a row alias (@) that has the columns
+-- The catalog title the API shows: asin, then every sync_rules.CATALOG_FIELDS row not
+-- marked api = false, under its JSON name, read from a row alias (@) that has the columns
 -- of title_catalog. title_fields(alias) is exported so that other routes showing a title
 -- (lists) answer the same shape:
 --   SELECT row_to_json(t) FROM (SELECT <title_fields("c")> FROM title_catalog AS c) AS t
-local TITLE_FIELDS = [[@.asin, @.title, @.subtitle, @.authors, @.narrators,
-    @.series_name AS "seriesName", @.series_position AS "seriesPosition", @.duration,
-    @.cover_image_url AS "coverImageUrl", @.summary, @.rating, @.rating_count AS "ratingCount",
-    @.publisher, @.release_date AS "releaseDate", @.language, @.categories]]
+local TITLE_FIELDS, CATALOG_COLUMNS = "@.asin", "c.asin"
+for _, f in ipairs(require("sync_rules").CATALOG_FIELDS) do
+  if f.api ~= false then
+    TITLE_FIELDS = TITLE_FIELDS .. ", @." .. f.column ..
+      (f.json ~= f.column and (' AS "' .. f.json .. '"') or "")
+    CATALOG_COLUMNS = CATALOG_COLUMNS .. ", c." .. f.column
+  end
+end
 
 function _M.title_fields(alias)
   return (gsub(TITLE_FIELDS, "@", alias))
@@ -275,10 +280,8 @@ end
 
 -- What a subquery must select (from user_library AS ul JOIN title_catalog AS c) for
 -- ENTRY_LATERAL to build an entry from it.
-local ENTRY_COLUMNS = [[ul.source, ul.listening_progress, ul.personal_rating, ul.date_added,
-  c.asin, c.title, c.subtitle, c.authors, c.narrators, c.series_name, c.series_position,
-  c.duration, c.cover_image_url, c.summary, c.rating, c.rating_count, c.publisher,
-  c.release_date, c.language, c.categories]]
+local ENTRY_COLUMNS = "ul.source, ul.listening_progress, ul.personal_rating, ul.date_added, " ..
+  CATALOG_COLUMNS
 
 -- ENTRY (DESIGN.md): {"asin","source","listeningProgress","personalRating","dateAdded",
 -- "title":{catalog fields}}, as row e over a subquery s that selected ENTRY_COLUMNS.

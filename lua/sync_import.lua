@@ -26,9 +26,9 @@
 --      the fills). Rows to fill are then locked in ASIN order (two syncs with overlapping
 --      titles never deadlock) and read again, so a value written meanwhile (another sync,
 --      the enrichment) is never overwritten; the batched upsert writes only the fills
---      (keep_on_null keeps the rest). authors / narrators / categories not filled are left
+--      (keep_on_null keeps the rest). Name lists (authors, narrators, ...) not filled are left
 --      out of the update list: their columns are NOT NULL, so "keep" cannot be a NULL
---      there. Rows are grouped by which of the three they fill (at most 8 statements);
+--      there. Rows are grouped by which lists they fill (usually one statement);
 --   4. user_library, read and compared the same way: new entries inserted, changed ones
 --      upserted by (user_id, title_id) so they keep their id (and the lists referencing
 --      them), removed_at cleared (a title brought back gets its old entry back); entries
@@ -122,11 +122,18 @@ local function label(a)
   return (gsub(a, "%c", "?"))
 end
 
-local SCALARS = rules.CATALOG_SCALARS       -- {column, item field}
-local NSCALARS = #SCALARS
-local COLUMN, FIELD = {}, {}
-for i = 1, NSCALARS do COLUMN[i], FIELD[i] = SCALARS[i][1], SCALARS[i][2] end
-assert(COLUMN[1] == "title")
+-- The catalog fields a sync sets (sync_rules.CATALOG_FIELDS with a rule): scalars
+-- (FIELD[i] in the item, COLUMN[i] in title_catalog) and name lists (AFIELD, ACOLUMN).
+local FIELD, COLUMN, AFIELD, ACOLUMN = {}, {}, {}, {}
+for _, f in ipairs(rules.CATALOG_FIELDS) do
+  if f.rule and f.array then
+    AFIELD[#AFIELD + 1], ACOLUMN[#ACOLUMN + 1] = f.json, f.column
+  elseif f.rule then
+    FIELD[#FIELD + 1], COLUMN[#COLUMN + 1] = f.json, f.column
+  end
+end
+local NSCALARS, NARRAYS = #FIELD, #AFIELD
+assert(COLUMN[1] == "title", "sync_rules.CATALOG_FIELDS: title must come first")
 
 -- Placeholders a client sends for what it could not read (sync_rules.PLACEHOLDERS).
 local PLACEHOLDER = {}
@@ -145,11 +152,13 @@ local function blank_list(a)
   return true
 end
 
--- Bits of item.mask: what the item does not know. The catalog arrays...
-local NO_AUTHORS, NO_NARRATORS, NO_CATEGORIES = 1, 2, 4
-local ARRAYS_MASK = 7
+-- Bits of item.mask: what the item does not know. One per name list (NO_ARRAY[j] for
+-- AFIELD[j])...
+local NO_ARRAY = {}
+for j = 1, NARRAYS do NO_ARRAY[j] = 1 << (j - 1) end
+local ARRAYS_MASK = (1 << NARRAYS) - 1
 -- ... and the personal fields.
-local NO_PROGRESS, NO_RATING, NO_DATE = 8, 16, 32
+local NO_PROGRESS, NO_RATING, NO_DATE = ARRAYS_MASK + 1, (ARRAYS_MASK + 1) << 1, (ARRAYS_MASK + 1) << 2
 
 local EMPTY = setmetatable({}, array_mt)
 
@@ -246,9 +255,9 @@ function _M.prepare(body, text_checked)
     local it = titles[i]
     items[k], index[k] = it, i - 1
     local m = 0
-    if blank_list(it.authors) then m = m | NO_AUTHORS end
-    if blank_list(it.narrators) then m = m | NO_NARRATORS end
-    if blank_list(it.categories) then m = m | NO_CATEGORIES end
+    for j = 1, NARRAYS do
+      if blank_list(it[AFIELD[j]]) then m = m | NO_ARRAY[j] end
+    end
     -- A placeholder is no value: dropped (the title, required, stays, and counts as blank).
     for i = 2, NSCALARS do
       if PLACEHOLDER[it[FIELD[i]]] then it[FIELD[i]] = nil end
@@ -269,7 +278,7 @@ end
 
 local CATALOG_COLUMNS = { "asin" }
 for i = 1, NSCALARS do CATALOG_COLUMNS[#CATALOG_COLUMNS + 1] = COLUMN[i] end
-for _, c in ipairs(rules.CATALOG_ARRAYS) do CATALOG_COLUMNS[#CATALOG_COLUMNS + 1] = c end
+for j = 1, NARRAYS do CATALOG_COLUMNS[#CATALOG_COLUMNS + 1] = ACOLUMN[j] end
 local KEEP_ON_NULL = {}
 for i = 2, NSCALARS do KEEP_ON_NULL[#KEEP_ON_NULL + 1] = COLUMN[i] end   -- all but title
 
@@ -278,9 +287,9 @@ local UPDATE_FOR = {}
 for m = 0, ARRAYS_MASK do
   local cols = {}
   for i = 1, NSCALARS do cols[#cols + 1] = COLUMN[i] end
-  if m & NO_AUTHORS == 0 then cols[#cols + 1] = "authors" end
-  if m & NO_NARRATORS == 0 then cols[#cols + 1] = "narrators" end
-  if m & NO_CATEGORIES == 0 then cols[#cols + 1] = "categories" end
+  for j = 1, NARRAYS do
+    if m & NO_ARRAY[j] == 0 then cols[#cols + 1] = ACOLUMN[j] end
+  end
   UPDATE_FOR[m] = cols
 end
 
@@ -321,12 +330,21 @@ local function token_error(code, message)
 end
 _M.token_error = token_error
 
+-- Sets row's name lists: the item's, or '{}' for those m marks (the columns are NOT NULL;
+-- a new row gets no names, an existing one keeps its own: see UPDATE_FOR).
+local function set_arrays(row, it, m)
+  for j = 1, NARRAYS do
+    row[ACOLUMN[j]] = m & NO_ARRAY[j] == 0 and it[AFIELD[j]] or EMPTY
+  end
+  return row
+end
+
 -- The array bits of m (what the item does not know) plus those the stored row ex already
 -- has: the arrays the item does not fill.
 local function unfilled_arrays(m, ex)
-  if m & NO_AUTHORS == 0 and not blank_list(ex.authors) then m = m | NO_AUTHORS end
-  if m & NO_NARRATORS == 0 and not blank_list(ex.narrators) then m = m | NO_NARRATORS end
-  if m & NO_CATEGORIES == 0 and not blank_list(ex.categories) then m = m | NO_CATEGORIES end
+  for j = 1, NARRAYS do
+    if m & NO_ARRAY[j] == 0 and not blank_list(ex[ACOLUMN[j]]) then m = m | NO_ARRAY[j] end
+  end
   return m & ARRAYS_MASK
 end
 
@@ -347,25 +365,15 @@ local function fill_row(it, m, ex)
   row = row or {}
   row.asin = it.asin
   row.title = row.title or ex.title
-  row.authors = um & NO_AUTHORS == 0 and it.authors or EMPTY
-  row.narrators = um & NO_NARRATORS == 0 and it.narrators or EMPTY
-  row.categories = um & NO_CATEGORIES == 0 and it.categories or EMPTY
+  set_arrays(row, it, um)
   return row, um
 end
 
--- The row the batched upsert writes for an item. Unknown arrays are '{}' (the columns
--- are NOT NULL; a new row gets no names, an existing one keeps its: see UPDATE_FOR).
+-- The row the batched upsert writes for a new title.
 local function catalog_row(it, m)
-  return {
-    asin = it.asin, title = it.title, subtitle = it.subtitle, series_name = it.seriesName,
-    series_position = it.seriesPosition, duration = it.duration,
-    cover_image_url = it.coverImageUrl, summary = it.summary, rating = it.rating,
-    rating_count = it.ratingCount, publisher = it.publisher, release_date = it.releaseDate,
-    language = it.language,
-    authors = m & NO_AUTHORS == 0 and it.authors or EMPTY,
-    narrators = m & NO_NARRATORS == 0 and it.narrators or EMPTY,
-    categories = m & NO_CATEGORIES == 0 and it.categories or EMPTY,
-  }
+  local row = { asin = it.asin }
+  for i = 1, NSCALARS do row[COLUMN[i]] = it[FIELD[i]] end
+  return set_arrays(row, it, m)
 end
 
 -- Stored rows are read with only the columns some item carries (the extension sends
@@ -391,9 +399,9 @@ local function catalog_select(items, mask, count)
     if carried[i] then cols[#cols + 1] = "c." .. COLUMN[i] end
   end
   -- an array column is read when some item knows it (its mask bit is clear)
-  if mask_and & NO_AUTHORS == 0 then cols[#cols + 1] = "c.authors" end
-  if mask_and & NO_NARRATORS == 0 then cols[#cols + 1] = "c.narrators" end
-  if mask_and & NO_CATEGORIES == 0 then cols[#cols + 1] = "c.categories" end
+  for j = 1, NARRAYS do
+    if mask_and & NO_ARRAY[j] == 0 then cols[#cols + 1] = "c." .. ACOLUMN[j] end
+  end
   local sql = "SELECT " .. concat(cols, ", ") .. " FROM title_catalog AS c WHERE c.asin = ANY($1::text[])"
   return sql, sql .. " ORDER BY c.asin FOR NO KEY UPDATE"
 end

@@ -7,20 +7,7 @@ local fx = require("spec.support.library_fixture")
 local null = h.null
 
 local ISO = "^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$"
-local TITLE_FIELDS = { "asin", "title", "subtitle", "authors", "narrators", "seriesName",
-  "seriesPosition", "duration", "coverImageUrl", "summary", "rating", "ratingCount",
-  "publisher", "releaseDate", "language", "categories" }
-
--- The catalog title a seeded item shows in the API (absent values are null).
-local function title_of(it)
-  local t = {}
-  for _, k in ipairs(TITLE_FIELDS) do
-    local v = it[k]
-    if v == nil then v = null end
-    t[k] = v
-  end
-  return t
-end
+local title_of = fx.title_of
 
 local function rep(s, n) return string.rep(s, n) end
 

@@ -7,19 +7,7 @@ local null = h.null
 
 local ISO = "^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$"
 local DEFAULT_LABELS = { "S", "A", "B", "C", "D", "F" }
-local TITLE_FIELDS = { "asin", "title", "subtitle", "authors", "narrators", "seriesName",
-  "seriesPosition", "duration", "coverImageUrl", "summary", "rating", "ratingCount",
-  "publisher", "releaseDate", "language", "categories" }
-
-local function title_of(it)
-  local t = {}
-  for _, k in ipairs(TITLE_FIELDS) do
-    local v = it[k]
-    if v == nil then v = null end
-    t[k] = v
-  end
-  return t
-end
+local title_of = fx.title_of
 
 local function send(client, method, path, text) return client:send(method, path, text) end
 

@@ -408,34 +408,51 @@ end
 local host = require("host")
 local jsonenc = host.json.encode
 
--- Encodes items for jsonb_to_recordset: empty arrays are left out (cjson alone would write
--- them as {}), and the SQL side turns a missing array into '{}'.
+-- The catalog's fields (lua/sync_rules.lua CATALOG_FIELDS): how items map to columns
+-- here, and what a title looks like in the API.
+local CATALOG_FIELDS = require("sync_rules").CATALOG_FIELDS
+
+-- The catalog title an item shows in the API: asin and every shown field (absent: null).
+function _M.title_of(it)
+  local t = { asin = it.asin }
+  for _, f in ipairs(CATALOG_FIELDS) do
+    if f.api ~= false then
+      local v = it[f.json]
+      if v == nil then v = host.json.null end
+      t[f.json] = v
+    end
+  end
+  return t
+end
+
+-- Encodes items as title_catalog rows (column names) for jsonb_populate_recordset, with
+-- the entry's fields beside them. Empty arrays are left out (cjson alone would write them
+-- as {}) and a missing name list is then '{}' (the column's default).
 local function encode(items)
   local rows = {}
   for i, it in ipairs(items) do
-    local r = {}
-    for k, v in pairs(it) do
-      if type(v) ~= "table" or #v > 0 then r[k] = v end
+    local r = { asin = it.asin, source = it.source, listeningProgress = it.listeningProgress,
+                personalRating = it.personalRating, dateAdded = it.dateAdded }
+    for _, f in ipairs(CATALOG_FIELDS) do
+      local v = it[f.json]
+      if type(v) ~= "table" or #v > 0 then r[f.column] = v end
     end
     rows[i] = r
   end
   return jsonenc(rows)
 end
 
-local CATALOG_SQL = [[
-  INSERT INTO title_catalog (asin, title, subtitle, authors, narrators, series_name,
-                             series_position, duration, cover_image_url, summary, rating,
-                             rating_count, publisher, release_date, language, categories)
-  SELECT x.asin, x.title, x.subtitle, COALESCE(x.authors, '{}'), COALESCE(x.narrators, '{}'),
-         x."seriesName", x."seriesPosition", x.duration, x."coverImageUrl", x.summary,
-         x.rating, x."ratingCount", x.publisher, x."releaseDate", x.language,
-         COALESCE(x.categories, '{}')
-  FROM jsonb_to_recordset($1::jsonb) AS x(
-         asin text, title text, subtitle text, authors text[], narrators text[],
-         "seriesName" text, "seriesPosition" float8, duration int, "coverImageUrl" text,
-         summary text, rating float8, "ratingCount" int, publisher text, "releaseDate" date,
-         language text, categories text[])
-  ON CONFLICT (asin) DO NOTHING]]
+local CATALOG_SQL
+do
+  local cols, vals = { "asin" }, { "x.asin" }
+  for _, f in ipairs(CATALOG_FIELDS) do
+    cols[#cols + 1] = f.column
+    vals[#vals + 1] = f.array and ("COALESCE(x." .. f.column .. ", '{}')") or ("x." .. f.column)
+  end
+  CATALOG_SQL = "INSERT INTO title_catalog (" .. table.concat(cols, ", ") .. ") SELECT " ..
+    table.concat(vals, ", ") .. " FROM jsonb_populate_recordset(NULL::title_catalog, $1::jsonb) AS x" ..
+    " ON CONFLICT (asin) DO NOTHING"
+end
 
 local ENTRY_SQL = [[
   INSERT INTO user_library (user_id, title_id, source, listening_progress, personal_rating,
