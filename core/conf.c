@@ -1,9 +1,11 @@
 /*
 ** conf.c: config.lua + environment -> struct conf.
 **
-** config.lua is run in a scratch Lua state; its table is then overridden key by key from
-** SHELFSYNC_<UPPER_SNAKE> (coerced to the type of the default), resolved (secret, workers),
-** checked, and serialized to JSON so that every worker VM sees the same table as host.config.
+** config.lua is run in a scratch Lua state; every key declared in conf_keys is then
+** overridden from SHELFSYNC_<UPPER_SNAKE> (coerced to the declared type), checked and read
+** into struct conf; what C derives (listen address, workers, the local secret) is resolved,
+** and the table is serialized to JSON so that every worker VM sees the same, already checked
+** table as host.config.
 */
 #include "conf.h"
 
@@ -23,31 +25,84 @@
 
 #include "log.h"
 
-/* Copies of strings read from the table; NULL when absent. */
-static char *dup_field(lua_State *L, const char *key)
-{
-    lua_getfield(L, -1, key);
-    const char *s = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
-    char *copy = s ? strdup(s) : NULL;
-    lua_pop(L, 1);
-    return copy;
-}
+/*
+** Every key config.lua may hold, declared once (Redis's config table is the model). One
+** loop (read_keys) applies each key's SHELFSYNC_<UPPER_SNAKE> override, checks the value
+** (type, range) and copies it into struct conf when C reads it; NO_FIELD keys are read by
+** Lua only (host.config.<name>) or by derive(). Defaults and comments live in config.lua,
+** which must hold every key; a key config.lua has and this table lacks is refused, so a
+** typo cannot pass silently.
+*/
+enum conf_type { CONF_STRING, CONF_INT, CONF_LONG, CONF_SIZE, CONF_BOOL, CONF_LIST };
 
-static long int_field(lua_State *L, const char *key, long dflt)
-{
-    lua_getfield(L, -1, key);
-    long v = lua_isinteger(L, -1) ? (long)lua_tointeger(L, -1)
-           : lua_isnumber(L, -1) ? (long)lua_tonumber(L, -1) : dflt;
-    lua_pop(L, 1);
-    return v;
-}
+struct conf_key {
+    const char *name;
+    enum conf_type type;
+    int offset;         /* offsetof(struct conf, field), or NO_FIELD: only Lua (or derive) reads it */
+    long long min, max; /* numbers: the accepted range */
+    int secret;         /* never printed by `shelfsync config` */
+};
 
-static int bool_field(lua_State *L, const char *key)
+#define NO_FIELD -1
+#define AT(field) (int)offsetof(struct conf, field)
+#define STR(name, at, secret) {name, CONF_STRING, at, 0, 0, secret}
+#define NUM(name, type, at, min, max) {name, type, at, min, max, 0}
+#define BOOL(name, at) {name, CONF_BOOL, at, 0, 1, 0}
+#define LIST(name) {name, CONF_LIST, NO_FIELD, 0, 0, 0}
+
+static const struct conf_key conf_keys[] = {
+    /* HTTP */
+    STR("listen", NO_FIELD, 0),  /* parsed into listen_host and listen_port */
+    NUM("workers", CONF_INT, AT(workers), 0, 256),  /* 0: 2 x cores */
+    NUM("connection_limit", CONF_INT, AT(connection_limit), 1, 1000000),
+    NUM("connection_timeout_s", CONF_INT, AT(connection_timeout_s), 0, 86400),
+    NUM("max_body_bytes", CONF_SIZE, AT(max_body_bytes), 1, 1LL << 32),
+    NUM("max_import_bytes", CONF_SIZE, NO_FIELD, 1, 1LL << 32),
+    NUM("shutdown_grace_s", CONF_INT, AT(shutdown_grace_s), 0, 3600),
+    LIST("cors_origins"),
+    STR("log_level", AT(log_level), 0),
+    /* Web app */
+    STR("web_root", NO_FIELD, 0),       /* made absolute into web_root by derive() */
+    LIST("cover_image_hosts"),          /* checked and joined into cover_image_hosts by derive() */
+    /* Lua */
+    NUM("instruction_limit", CONF_LONG, AT(instruction_limit), 1000, 1LL << 40),
+    /* PostgreSQL */
+    STR("database_url", AT(database_url), 0),
+    NUM("statement_timeout_ms", CONF_INT, AT(statement_timeout_ms), 0, 86400000),
+    BOOL("migrate_on_start", AT(migrate_on_start)),
+    /* Secrets and identity */
+    STR("secret", AT(secret), 1),
+    STR("public_url", AT(public_url), 0),
+    BOOL("local_mode", AT(local_mode)),
+    /* Sign-in */
+    BOOL("dev_login", AT(dev_login)),
+    STR("google_client_id", NO_FIELD, 0),
+    STR("google_client_secret", NO_FIELD, 1),
+    STR("oidc_discovery_url", NO_FIELD, 0),
+    LIST("oidc_issuers"),
+    NUM("http_connect_timeout_ms", CONF_INT, NO_FIELD, 1, 600000),
+    NUM("http_timeout_ms", CONF_INT, NO_FIELD, 1, 3600000),
+    NUM("session_ttl_days", CONF_INT, NO_FIELD, 1, 3650),
+    /* Sync */
+    STR("audible_library_url", NO_FIELD, 0),
+    NUM("sync_token_ttl_s", CONF_INT, NO_FIELD, 1, 86400),
+    NUM("sync_max_unused_tokens", CONF_INT, NO_FIELD, 1, 10000),
+    NUM("sync_max_titles", CONF_INT, NO_FIELD, 1, 10000000),
+    NUM("sync_warning_cap", CONF_INT, NO_FIELD, 1, 100000),
+    /* Housekeeping */
+    NUM("cleanup_interval_s", CONF_INT, AT(cleanup_interval_s), 0, 604800),  /* 0: off */
+    /* Operators */
+    STR("metrics_token", NO_FIELD, 1),
+};
+
+#define NKEYS (sizeof conf_keys / sizeof conf_keys[0])
+
+static const struct conf_key *find_key(const char *name)
 {
-    lua_getfield(L, -1, key);
-    int v = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return v;
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(conf_keys[i].name, name) == 0)
+            return &conf_keys[i];
+    return NULL;
 }
 
 /* The list at key joined by spaces (CSP sources): NULL with err when an item is not a plain
@@ -79,18 +134,18 @@ static char *csp_sources(lua_State *L, const char *key, char *err, size_t errlen
     return out;
 }
 
-/* A folder from the table, made absolute against root. */
+/* A folder from the table (a checked string), made absolute against root. */
 static char *root_path(lua_State *L, const char *key, const char *dflt, const char *root)
 {
-    char *rel = dup_field(L, key);
-    const char *p = rel && *rel ? rel : dflt;
+    lua_getfield(L, -1, key);
+    const char *p = *lua_tostring(L, -1) ? lua_tostring(L, -1) : dflt;
     size_t n = strlen(root) + strlen(p) + 2;
     char *abs = malloc(n);
     if (abs && p[0] == '/')
         snprintf(abs, n, "%s", p);
     else if (abs)
         snprintf(abs, n, "%s/%s", root, p);
-    free(rel);
+    lua_pop(L, 1);
     return abs;
 }
 
@@ -103,11 +158,14 @@ static void env_name(const char *key, char *out, size_t outlen)
     out[n] = '\0';
 }
 
-/* Pushes the env value coerced to the type of the value at the top (the default). */
-static int push_override(lua_State *L, const char *val, char *err, size_t errlen, const char *name)
+/* Pushes the environment value val coerced to k's type. */
+static int push_env(lua_State *L, const struct conf_key *k, const char *name, const char *val,
+                    char *err, size_t errlen)
 {
-    switch (lua_type(L, -1)) {
-    case LUA_TNUMBER: {
+    switch (k->type) {
+    case CONF_INT:
+    case CONF_LONG:
+    case CONF_SIZE: {
         char *end;
         errno = 0;
         long long v = strtoll(val, &end, 10);
@@ -118,7 +176,7 @@ static int push_override(lua_State *L, const char *val, char *err, size_t errlen
         lua_pushinteger(L, (lua_Integer)v);
         return 0;
     }
-    case LUA_TBOOLEAN:
+    case CONF_BOOL:
         if (!strcmp(val, "1") || !strcmp(val, "true") || !strcmp(val, "yes") || !strcmp(val, "on"))
             lua_pushboolean(L, 1);
         else if (!strcmp(val, "0") || !strcmp(val, "false") || !strcmp(val, "no") || !strcmp(val, "off") || !*val)
@@ -128,7 +186,7 @@ static int push_override(lua_State *L, const char *val, char *err, size_t errlen
             return -1;
         }
         return 0;
-    case LUA_TTABLE: {
+    case CONF_LIST: {
         lua_newtable(L);
         int i = 1;
         const char *p = val;
@@ -146,45 +204,146 @@ static int push_override(lua_State *L, const char *val, char *err, size_t errlen
         }
         return 0;
     }
-    default:
+    case CONF_STRING:
         lua_pushstring(L, val);
         return 0;
     }
+    return 0;
 }
 
-/* Applies SHELFSYNC_* (and DATABASE_URL) to the table at the top of the stack. */
-static int apply_env(lua_State *L, char *err, size_t errlen)
+/* Replaces t[k] (t at index t) with its environment override, if one is set. */
+static int apply_env(lua_State *L, int t, const struct conf_key *k, char *err, size_t errlen)
 {
-    lua_newtable(L);                          /* the keys, collected first: no insertion while iterating */
-    int keys = lua_gettop(L), n = 0;
+    char name[128];
+    env_name(k->name, name, sizeof name);
+    const char *val = getenv(name);
+    if (!val && !strcmp(k->name, "database_url")) {
+        val = getenv("DATABASE_URL");
+        snprintf(name, sizeof name, "DATABASE_URL");
+    }
+    if (!val)
+        return 0;
+    if (push_env(L, k, name, val, err, errlen) < 0)
+        return -1;
+    lua_setfield(L, t, k->name);
+    return 0;
+}
+
+/* True when the value on top is a list of strings. */
+static int is_string_list(lua_State *L)
+{
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1), count = 0;
     lua_pushnil(L);
-    while (lua_next(L, keys - 1)) {
+    while (lua_next(L, -2)) {
+        int ok = lua_type(L, -1) == LUA_TSTRING && lua_isinteger(L, -2) &&
+                 lua_tointeger(L, -2) >= 1 && lua_tointeger(L, -2) <= n;
         lua_pop(L, 1);
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            lua_pushvalue(L, -1);
-            lua_rawseti(L, keys, ++n);
-        }
-    }
-    for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, keys, i);
-        const char *key = lua_tostring(L, -1);
-        char name[128];
-        env_name(key, name, sizeof name);
-        const char *val = getenv(name);
-        if (!val && !strcmp(key, "database_url")) {
-            val = getenv("DATABASE_URL");
-            snprintf(name, sizeof name, "DATABASE_URL");
-        }
-        if (val) {
-            lua_getfield(L, keys - 1, key);   /* the default decides the type */
-            if (push_override(L, val, err, errlen, name) < 0)
-                return -1;
-            lua_setfield(L, keys - 1, key);
+        if (!ok) {
             lua_pop(L, 1);
+            return 0;
         }
-        lua_pop(L, 1);
+        count++;
     }
-    lua_pop(L, 1);
+    return count == n;
+}
+
+/* Checks t[k] (pushed on top) against k; a whole float is stored back as an integer. */
+static int check_value(lua_State *L, int t, const struct conf_key *k, char *err, size_t errlen)
+{
+    static const char *const want[] = {"a string", "a whole number", "a whole number",
+                                       "a whole number", "true or false", "a list of strings"};
+    lua_Integer v = 0;
+    int ok;
+
+    switch (k->type) {
+    case CONF_STRING: ok = lua_type(L, -1) == LUA_TSTRING; break;
+    case CONF_BOOL: ok = lua_type(L, -1) == LUA_TBOOLEAN; break;
+    case CONF_LIST: ok = lua_type(L, -1) == LUA_TTABLE && is_string_list(L); break;
+    default:
+        ok = lua_type(L, -1) == LUA_TNUMBER && lua_numbertointeger(lua_tonumber(L, -1), &v);
+        if (lua_isinteger(L, -1)) {
+            v = lua_tointeger(L, -1);
+            ok = 1;
+        }
+        if (ok && (v < k->min || v > k->max)) {
+            snprintf(err, errlen, "config: %s = %lld is out of range (%lld to %lld)", k->name,
+                     (long long)v, k->min, k->max);
+            return -1;
+        }
+        if (ok) {
+            lua_pushinteger(L, v);
+            lua_setfield(L, t, k->name);
+        }
+    }
+    if (!ok && lua_isnil(L, -1)) {
+        snprintf(err, errlen, "config: %s is missing (config.lua declares every key)", k->name);
+        return -1;
+    }
+    if (!ok) {
+        snprintf(err, errlen, "config: %s must be %s", k->name, want[k->type]);
+        return -1;
+    }
+    return 0;
+}
+
+/* Copies the checked value on top into c when C reads this key. */
+static int store_value(lua_State *L, struct conf *c, const struct conf_key *k)
+{
+    char *field = (char *)c + k->offset;
+
+    if (k->offset == NO_FIELD)
+        return 0;
+    switch (k->type) {
+    case CONF_STRING:
+        return (*(char **)field = strdup(lua_tostring(L, -1))) ? 0 : -1;
+    case CONF_INT: *(int *)field = (int)lua_tointeger(L, -1); return 0;
+    case CONF_LONG: *(long *)field = (long)lua_tointeger(L, -1); return 0;
+    case CONF_SIZE: *(size_t *)field = (size_t)lua_tointeger(L, -1); return 0;
+    case CONF_BOOL: *(int *)field = lua_toboolean(L, -1); return 0;
+    case CONF_LIST: return 0;
+    }
+    return 0;
+}
+
+/* Refuses a key of the table at t that conf_keys does not declare. */
+static int check_unknown(lua_State *L, int t, char *err, size_t errlen)
+{
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING || !find_key(lua_tostring(L, -1))) {
+            snprintf(err, errlen, "config: unknown key %s (declare it in core/conf.c's conf_keys)",
+                     lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(not a name)");
+            lua_pop(L, 1);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The one loop: every declared key overridden, checked and read into c. */
+static int read_keys(lua_State *L, struct conf *c, char *err, size_t errlen)
+{
+    int t = lua_gettop(L);
+
+    if (check_unknown(L, t, err, errlen) < 0)
+        return -1;
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct conf_key *k = &conf_keys[i];
+        if (apply_env(L, t, k, err, errlen) < 0)
+            return -1;
+        lua_getfield(L, t, k->name);
+        int rc = check_value(L, t, k, err, errlen);
+        lua_settop(L, t);
+        lua_getfield(L, t, k->name);  /* check_value may have normalised it */
+        if (rc == 0 && store_value(L, c, k) < 0) {
+            snprintf(err, errlen, "out of memory");
+            rc = -1;
+        }
+        lua_settop(L, t);
+        if (rc < 0)
+            return -1;
+    }
     return 0;
 }
 
@@ -237,45 +396,26 @@ static int parse_listen(struct conf *c, const char *listen, char *err, size_t er
     return 0;
 }
 
-/* Reads the resolved table (at the top of L) into c. */
-static int read_table(lua_State *L, struct conf *c, char *err, size_t errlen)
+/* What C derives from the checked keys: the listen address, the default worker count, the
+** web root made absolute, the CSP image sources. */
+static int derive(lua_State *L, struct conf *c, char *err, size_t errlen)
 {
-    char *listen = dup_field(L, "listen");
-    int rc = parse_listen(c, listen ? listen : "", err, errlen);
-    free(listen);
+    lua_getfield(L, -1, "listen");
+    int rc = parse_listen(c, lua_tostring(L, -1), err, errlen);
+    lua_pop(L, 1);
     if (rc < 0)
         return -1;
-    c->workers = (int)int_field(L, "workers", 0);
-    if (c->workers <= 0) {
+    if (c->workers == 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         c->workers = (int)(cores > 0 ? 2 * cores : 4);
     }
-    c->connection_limit = (int)int_field(L, "connection_limit", 1000);
-    c->connection_timeout_s = (int)int_field(L, "connection_timeout_s", 30);
-    c->max_body_bytes = (size_t)int_field(L, "max_body_bytes", 1 << 20);
-    c->instruction_limit = int_field(L, "instruction_limit", 200000000);
-    c->statement_timeout_ms = (int)int_field(L, "statement_timeout_ms", 15000);
-    c->shutdown_grace_s = (int)int_field(L, "shutdown_grace_s", 20);
-    c->cleanup_interval_s = (int)int_field(L, "cleanup_interval_s", 3600);
-    c->migrate_on_start = bool_field(L, "migrate_on_start");
-    c->local_mode = bool_field(L, "local_mode");
-    c->dev_login = bool_field(L, "dev_login");
-    c->database_url = dup_field(L, "database_url");
-    c->secret = dup_field(L, "secret");
-    c->public_url = dup_field(L, "public_url");
-    c->log_level = dup_field(L, "log_level");
     c->web_root = root_path(L, "web_root", "web", c->root);
-    if (!(c->cover_image_hosts = csp_sources(L, "cover_image_hosts", err, errlen)))
-        return -1;
-    if (!c->database_url || !c->secret || !c->public_url || !c->log_level || !c->web_root) {
-        snprintf(err, errlen, "config: database_url, secret, public_url and log_level must be strings");
+    if (c->web_root == NULL) {
+        snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (c->workers > 256 || c->max_body_bytes == 0 || c->instruction_limit <= 0) {
-        snprintf(err, errlen, "config: workers must be 1..256 and limits positive");
-        return -1;
-    }
-    return 0;
+    c->cover_image_hosts = csp_sources(L, "cover_image_hosts", err, errlen);
+    return c->cover_image_hosts ? 0 : -1;
 }
 
 /* Fills in what local mode derives: the secret, and dev login when no Google client is set. */
@@ -310,18 +450,43 @@ static int resolve(lua_State *L, struct conf *c, int flags, char *err, size_t er
     return 0;
 }
 
-static int encode_json(lua_State *L, struct conf *c, char *err, size_t errlen)
+/* The table at t as JSON (a copy the caller owns), or NULL with err set. */
+static char *encode_json(lua_State *L, int t, char *err, size_t errlen)
 {
+    char *json;
+
     luaL_requiref(L, "cjson", luaopen_cjson, 0);
     lua_getfield(L, -1, "encode");
-    lua_pushvalue(L, -3);
+    lua_pushvalue(L, t);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
         snprintf(err, errlen, "config cannot be encoded: %s", lua_tostring(L, -1));
-        return -1;
+        lua_settop(L, t);
+        return NULL;
     }
-    c->json = strdup(lua_tostring(L, -1));
-    lua_pop(L, 2);
-    return c->json ? 0 : -1;
+    json = strdup(lua_tostring(L, -1));
+    lua_settop(L, t);
+    if (json == NULL)
+        snprintf(err, errlen, "out of memory");
+    return json;
+}
+
+/* c->json for host.config, and c->json_redacted with every secret replaced by "(set)". */
+static int encode(lua_State *L, struct conf *c, char *err, size_t errlen)
+{
+    int t = lua_gettop(L);
+
+    if ((c->json = encode_json(L, t, err, errlen)) == NULL)
+        return -1;
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (!conf_keys[i].secret)
+            continue;
+        lua_getfield(L, t, conf_keys[i].name);
+        lua_pushstring(L, lua_rawlen(L, -1) > 0 ? "(set)" : "");
+        lua_setfield(L, t, conf_keys[i].name);
+        lua_pop(L, 1);
+    }
+    c->json_redacted = encode_json(L, t, err, errlen);
+    return c->json_redacted ? 0 : -1;
 }
 
 int conf_load(struct conf *c, const char *path, int flags, char *err, size_t errlen)
@@ -351,8 +516,8 @@ int conf_load(struct conf *c, const char *path, int flags, char *err, size_t err
         snprintf(err, errlen, "config: %s must return a table", path);
         goto fail;
     }
-    if (apply_env(L, err, errlen) < 0 || read_table(L, c, err, errlen) < 0 ||
-        resolve(L, c, flags, err, errlen) < 0 || encode_json(L, c, err, errlen) < 0)
+    if (read_keys(L, c, err, errlen) < 0 || derive(L, c, err, errlen) < 0 ||
+        resolve(L, c, flags, err, errlen) < 0 || encode(L, c, err, errlen) < 0)
         goto fail;
     lua_close(L);
     return 0;
@@ -373,5 +538,6 @@ void conf_free(struct conf *c)
     free(c->web_root);
     free(c->cover_image_hosts);
     free(c->json);
+    free(c->json_redacted);
     memset(c, 0, sizeof *c);
 }

@@ -1,7 +1,8 @@
 /*
 ** conf: the one configuration, read from config.lua and overridden by the environment.
-** Every key of config.lua can be overridden by SHELFSYNC_<UPPER_SNAKE>; a few keys also
-** answer to the names DESIGN.md fixes (DATABASE_URL, SHELFSYNC_LISTEN, ...).
+** Every key is declared once, in conf.c's conf_keys (type, bounds, whether C reads it,
+** whether it is secret); its default and comment are in config.lua. Every key can be
+** overridden by SHELFSYNC_<UPPER_SNAKE>; database_url also answers to DATABASE_URL.
 */
 #ifndef SHELFSYNC_CONF_H
 #define SHELFSYNC_CONF_H
@@ -30,6 +31,7 @@ struct conf {
     char *web_root;               /* owned: absolute; the web app's files (may not exist) */
     char *cover_image_hosts;      /* owned: space-separated CSP sources for img-src */
     char *json;                   /* owned: the whole resolved table as JSON, for host.config */
+    char *json_redacted;          /* owned: the same with every secret replaced by "(set)" */
 };
 
 /*

@@ -9,7 +9,6 @@
 **   shelfsync version
 */
 #include <lauxlib.h>
-#include <lua-cjson.h>
 #include <lualib.h>
 #include <malloc.h>
 #include <signal.h>
@@ -98,33 +97,6 @@ static int cmd_cleanup(const struct conf *c)
     vm_close(L);
     pg_conn_free(pg);
     return rc < 0 ? 1 : 0;
-}
-
-/* Prints the resolved configuration as JSON with every secret replaced by "(set)". */
-static int print_config(const struct conf *c)
-{
-    static const char *const secrets[] = {"secret", "google_client_secret", "metrics_token", NULL};
-    lua_State *L = luaL_newstate();
-    if (!L)
-        return 1;
-    luaL_openlibs(L);
-    luaL_requiref(L, "cjson", luaopen_cjson, 0);
-    lua_getfield(L, -1, "decode");
-    lua_pushstring(L, c->json);
-    lua_call(L, 1, 1);
-    for (const char *const *k = secrets; *k; k++) {
-        lua_getfield(L, -1, *k);
-        int set = lua_isstring(L, -1) && lua_rawlen(L, -1) > 0;
-        lua_pop(L, 1);
-        lua_pushstring(L, set ? "(set)" : "");
-        lua_setfield(L, -2, *k);
-    }
-    lua_getfield(L, -2, "encode");
-    lua_insert(L, -2);
-    lua_call(L, 1, 1);
-    printf("%s\n", lua_tostring(L, -1));
-    lua_close(L);
-    return 0;
 }
 
 /* ---- serve ---- */
@@ -278,7 +250,7 @@ int main(int argc, char **argv)
     } else if (!strcmp(cmd, "config")) {
         if (load_conf(&c, config, CONF_NO_SECRET) < 0)
             return 1;
-        rc = print_config(&c);
+        rc = printf("%s\n", c.json_redacted) < 0;
     } else if (!strcmp(cmd, "cleanup")) {
         if (load_conf(&c, config, CONF_NO_SECRET) < 0)
             return 1;

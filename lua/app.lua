@@ -171,7 +171,7 @@ function _M.routes()
   for i, r in ipairs(routes:list()) do
     list[i] = { method = r.method, path = r.path, body_limit = r.body_limit, cors = r.cors, auth = r.auth }
   end
-  return { routes = list, cors_origins = config.cors_origins or {} }
+  return { routes = list, cors_origins = config.cors_origins }
 end
 
 -- Exposed for specs and for route files that build responses by hand.

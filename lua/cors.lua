@@ -15,7 +15,7 @@ local MAX_AGE = "600"
 
 local function listed(origin, config)
   if not origin then return false end
-  for _, o in ipairs(config.cors_origins or {}) do
+  for _, o in ipairs(config.cors_origins) do
     if o == origin or o == "*" then return true end
   end
   return false

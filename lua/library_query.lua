@@ -306,7 +306,7 @@ local CURSOR_VERSION = 1
 local MAC_LEN = 16
 
 local function mac(payload)
-  return sub(crypto.hmac_sha256(tostring(config.secret or ""), "library-cursor\0" .. payload), 1, MAC_LEN)
+  return sub(crypto.hmac_sha256(config.secret, "library-cursor\0" .. payload), 1, MAC_LEN)
 end
 
 local function encode_cursor(p, values)

@@ -77,8 +77,8 @@ local function endpoint_ok(url)
 end
 
 local function timeouts(t)
-  t.timeout_ms = tonumber(config.http_timeout_ms) or 10000
-  t.connect_timeout_ms = tonumber(config.http_connect_timeout_ms) or 3000
+  t.timeout_ms = config.http_timeout_ms
+  t.connect_timeout_ms = config.http_connect_timeout_ms
   t.max_bytes = MAX_RESPONSE_BYTES
   return t
 end
@@ -98,7 +98,7 @@ function _M.configured()
 end
 
 function _M.redirect_uri()
-  return (gsub(config.public_url or "", "/+$", "")) .. _M.CALLBACK_PATH
+  return (gsub(config.public_url, "/+$", "")) .. _M.CALLBACK_PATH
 end
 
 function _M.discovery()
@@ -178,7 +178,7 @@ end
 local function flow_cookie_attrs(value, max_age)
   local parts = { _M.FLOW_COOKIE .. "=" .. value, "Path=" .. _M.CALLBACK_PATH, "Max-Age=" .. max_age,
     "HttpOnly", "SameSite=Lax" }
-  if (config.public_url or ""):lower():sub(1, 8) == "https://" then parts[#parts + 1] = "Secure" end
+  if config.public_url:lower():sub(1, 8) == "https://" then parts[#parts + 1] = "Secure" end
   return concat(parts, "; ")
 end
 

@@ -42,7 +42,7 @@ end
 local USER_COLUMNS_U = _M.user_columns("u")
 
 function _M.ttl_s()
-  local days = tonumber(config.session_ttl_days) or 30
+  local days = config.session_ttl_days
   return math.floor(days * DAY)
 end
 
@@ -60,7 +60,7 @@ end
 _M.origin_of = origin_of
 
 local function secure()
-  return lower(config.public_url or ""):sub(1, 8) == "https://"
+  return lower(config.public_url):sub(1, 8) == "https://"
 end
 
 -- Set-Cookie value for a session token valid max_age seconds.

@@ -64,18 +64,10 @@ local CHECK_ITEM_TEXT_CHECKED = validate.checker(rules.ITEM, { text_checked = tr
 -- Advisory lock class for "one sync per user" (pg_advisory_xact_lock(class, hashtext(id))).
 _M.LOCK_CLASS = 0x53594e43  -- "SYNC"
 
--- ---- settings ----
-
-local function setting(name, default)
-  local v = tonumber(config[name])
-  if not v or v < 1 then return default end
-  return floor(v)
-end
-
 -- ---- warnings: at most `cap` lines, then one line counting the rest ----
 
 local function new_warnings()
-  return { list = {}, n = 0, extra = 0, cap = setting("sync_warning_cap", 100) }
+  return { list = {}, n = 0, extra = 0, cap = config.sync_warning_cap }
 end
 
 local function warn(w, fmt, ...)
@@ -91,7 +83,7 @@ end
 -- cap lines in all, then one line counting the rest.
 local function finish_warnings(head, ...)
   local lists = { ... }
-  local cap = setting("sync_warning_cap", 100)
+  local cap = config.sync_warning_cap
   local out, n, total = setmetatable({}, array_mt), 0, 0
   for _, line in ipairs(head) do
     total = total + 1
@@ -180,7 +172,7 @@ local function envelope(body)
     unprocessable("validation_failed", '"titles" must be an array of titles',
       { { path = "titles", message = "must be an array" } })
   end
-  local max = setting("sync_max_titles", 100000)
+  local max = config.sync_max_titles
   if #titles > max then
     -- 413, not 422: too large is what it is, and the extension's "Library Too Large" state
     -- (with its download of the JSON) is the one that helps.

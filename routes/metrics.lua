@@ -9,8 +9,8 @@ local config = host.config
 local LOOPBACK = { ["127.0.0.1"] = true, ["::1"] = true }
 
 local LOCAL_URL = { ["127.0.0.1"] = true, localhost = true, ["[::1]"] = true }
-local public_host = (config.public_url or ""):match("^https?://([^/:]+)") or
-                    (config.public_url or ""):match("^https?://(%[[^%]]+%])")
+local public_host = config.public_url:match("^https?://([^/:]+)") or
+                    config.public_url:match("^https?://(%[[^%]]+%])")
 
 local function authorized(req)
   local token = config.metrics_token

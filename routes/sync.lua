@@ -29,7 +29,7 @@ local types = require("types")
 
 local config = host.config
 local jwt, crypto = host.jwt, host.crypto
-local type, tonumber, tostring, xpcall, error, floor = type, tonumber, tostring, xpcall, error, math.floor
+local type, tostring, xpcall, error = type, tostring, xpcall, error
 local match, gsub, format = string.match, string.gsub, string.format
 local os_time, os_date = os.time, os.date
 local clock_ms = host.clock_ms
@@ -40,12 +40,6 @@ local WWW_AUTHENTICATE = 'Bearer realm="shelfsync-sync", error="invalid_token"'
 
 local LIMIT_RULE = validate.compile{ type = "integer", min = 1, max = 100, coerce = true }
 local DEFAULT_HISTORY = 5
-
-local function setting(name, default)
-  local v = tonumber(config[name])
-  if not v or v < 1 then return default end
-  return floor(v)
-end
 
 local function iso(t)
   return os_date("!%Y-%m-%dT%H:%M:%S.000Z", t)
@@ -59,12 +53,12 @@ local function issue_token(user_id)
     SELECT count(*)::int AS n,
            ceil(extract(epoch FROM min(expires_at) - now()))::int AS wait_s
     FROM sync_tokens WHERE user_id = $1 AND NOT used AND expires_at > now()]], user_id)
-  local max = setting("sync_max_unused_tokens", 10)
+  local max = config.sync_max_unused_tokens
   if live.n >= max then
     return nil, live.wait_s
   end
   local iat = os_time()
-  local exp = iat + setting("sync_token_ttl_s", 900)
+  local exp = iat + config.sync_token_ttl_s
   local jti = crypto.uuid()
   local token = jwt.sign_hs256({ sub = user_id, jti = jti, aud = AUDIENCE, iat = iat, exp = exp },
     config.secret)
@@ -74,7 +68,7 @@ local function issue_token(user_id)
 end
 
 local function audible_url(token)
-  local base = gsub(config.audible_library_url or "", "#.*$", "")
+  local base = gsub(config.audible_library_url, "#.*$", "")
   return base .. "#token=" .. token
 end
 
@@ -85,7 +79,7 @@ local function create_token(ctx)
     local wait = (type(exp) == "number" and exp > 0) and exp or 1
     return 429, errors.body("too_many_tokens",
       format("at most %d unused sync tokens at a time; use one or wait until one expires",
-        setting("sync_max_unused_tokens", 10)), nil, ctx.req.request_id),
+        config.sync_max_unused_tokens), nil, ctx.req.request_id),
       { ["Retry-After"] = tostring(wait) }
   end
   local last = db.one([[SELECT max(synced_at) AS at FROM sync_history
