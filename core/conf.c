@@ -110,6 +110,11 @@ static const struct conf_key *find_key(const char *name)
 static char *csp_sources(lua_State *L, const char *key, char *err, size_t errlen)
 {
     lua_getfield(L, -1, key);
+    if (!lua_istable(L, -1) && !lua_isnil(L, -1)) {
+        snprintf(err, errlen, "config: %s must be a list", key);
+        lua_pop(L, 1);
+        return NULL;
+    }
     size_t n = lua_istable(L, -1) ? lua_rawlen(L, -1) : 0, len = 0;
     char *out = calloc(1, 1);
     for (size_t i = 1; out && i <= n; i++) {

@@ -595,17 +595,14 @@ struct http_server *http_server_start(const struct conf *c, struct worker_pool *
     s->pool = pool;
     if (!(s->web = web_static_new(c))) {
         snprintf(err, errlen, "out of memory");
-        free(s);
-        return NULL;
+        goto fail;
     }
     struct sockaddr_in sin = {0};
     sin.sin_family = AF_INET;
     sin.sin_port = htons((uint16_t)c->listen_port);
     if (inet_pton(AF_INET, c->listen_host, &sin.sin_addr) != 1) {
         snprintf(err, errlen, "listen host %s: expected an IPv4 address", c->listen_host);
-        web_static_free(s->web);
-        free(s);
-        return NULL;
+        goto fail;
     }
     s->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
@@ -620,13 +617,15 @@ struct http_server *http_server_start(const struct conf *c, struct worker_pool *
         MHD_OPTION_END);
     if (!s->daemon) {
         snprintf(err, errlen, "cannot listen on %s:%d (in use?)", c->listen_host, c->listen_port);
-        web_static_free(s->web);
-        free(s);
-        return NULL;
+        goto fail;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : c->listen_port;
     return s;
+fail:
+    web_static_free(s->web);
+    free(s);
+    return NULL;
 }
 
 int http_server_port(const struct http_server *s)
