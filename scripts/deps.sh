@@ -28,6 +28,27 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
 
+# The web app's UI library and the browser specs' driver (package.json at the top). npm ci
+# again only when the lockfile changed since the last install.
+if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  echo "deps: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
+# web/vendor: Preact, its hooks and htm as the browser loads them (ES modules). The hooks
+# import the bare name "preact", which a browser cannot resolve without an import map (an
+# inline script, which the CSP forbids): point it at the file next to it.
+vendor=web/vendor
+if [[ ! -f $vendor/htm.module.js || package-lock.json -nt $vendor/htm.module.js ]]; then
+  mkdir -p "$vendor"
+  cp node_modules/preact/dist/preact.module.js "$vendor/preact.module.js"
+  sed 's|from"preact"|from"./preact.module.js"|g' node_modules/preact/hooks/dist/hooks.module.js \
+    > "$vendor/hooks.module.js"
+  cp node_modules/htm/dist/htm.module.js "$vendor/htm.module.js"
+  cp node_modules/preact/LICENSE "$vendor/LICENSE.preact"
+  cp node_modules/htm/LICENSE "$vendor/LICENSE.htm"
+fi
+
 # The local OpenID provider the auth specs run (spec/support/oidc).
 if [[ -f spec/support/oidc/package-lock.json && ! -d spec/support/oidc/node_modules ]]; then
   echo "deps: npm ci in spec/support/oidc"
