@@ -49,7 +49,6 @@ export function Stack({ id, title, parts }) {
     <svg viewBox="0 0 100 12" preserveAspectRatio="none" role="img" aria-label=${title + ': ' + parts.map((p) => `${p.label} ${num(p.value)}`).join(', ')}>
       ${parts.map((p) => { const w = (p.value / total) * 100; const r = html`<rect class=${p.cls} x=${x} y="0" width=${w} height="12" />`; x += w; return r; })}
     </svg>
-    <figcaption class="legend">${parts.map((p) => html`<span><i class=${'swatch ' + p.cls}></i>${p.label} <strong>${num(p.value)}</strong>
-      <span class="muted">(${Math.round((p.value / total) * 100)}%)</span></span>`)}</figcaption>
+    <figcaption class="legend">${parts.map((p) => html`<span><i class=${'swatch ' + p.cls}></i>${p.label} <strong>${num(p.value)}</strong>${' '}<span class="muted">(${Math.round((p.value / total) * 100)}%)</span></span>`)}</figcaption>
   </figure>`;
 }

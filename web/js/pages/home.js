@@ -34,7 +34,7 @@ function DevLogin({ next }) {
     <p id="dev-note" class="muted">This server has dev login on: sign in with any email, no password.</p>
     <label>Email<input type="email" name="email" required autocomplete="email" value=${email}
       onInput=${(e) => setEmail(e.target.value)} /></label>
-    <label>Name <span class="muted">(optional)</span><input type="text" name="name" autocomplete="name" value=${name}
+    <label><span>Name <span class="muted">(optional)</span></span><input type="text" name="name" autocomplete="name" value=${name}
       onInput=${(e) => setName(e.target.value)} /></label>
     <button type="submit" class="btn primary" disabled=${busy}>Sign in</button>
     <${ErrorText} error=${error} />
@@ -50,7 +50,8 @@ export default function Home({ query, me }) {
     get('/auth/providers').then(setProviders, setError);
   }, []);
   const googleHref = '/auth/google/login?returnTo=' + encodeURIComponent(next);
-  return html`<main id="main" class="page home">
+  return html`${!me && html`<header class="topbar plain"><a class="brand" href="/"><img src="/icon.svg" alt="" width="28" height="28" /><span>shelfsync</span></a></header>`}
+  <main id="main" class="page home">
     <section class="hero">
       <h1>Your audiobook shelf, in one place</h1>
       <p class="lede">shelfsync keeps a copy of your Audible library and wishlist: browse it as a wall of covers,
