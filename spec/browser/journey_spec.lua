@@ -7,8 +7,8 @@ local fx = require("spec.support.library_fixture")
 
 local json = h.host.json
 
--- The two uploads: a library of 400 titles (one of them with markup in its summary, which
--- the title page must show as text), then the same without three titles.
+-- The two uploads (JSON text): a library of 400 titles (one with markup in its summary,
+-- which the title page must show as text), then the same without three titles.
 local function uploads()
   local first = fx.generate{ count = 400, seed = 11, asin_prefix = "W1" }
   for _, it in ipairs(first) do
@@ -17,15 +17,11 @@ local function uploads()
       break
     end
   end
-  -- cjson writes an empty table as {}: the extension leaves such a list out instead.
-  for _, it in ipairs(first) do
-    for k, v in pairs(it) do if type(v) == "table" and #v == 0 then it[k] = nil end end
-  end
   local second, dropped = {}, 0
   for _, it in ipairs(first) do
     if dropped < 3 and it.summary:sub(1, 1) ~= "<" then dropped = dropped + 1 else second[#second + 1] = it end
   end
-  return { first = first, second = second }
+  return '{"first":' .. fx.encode(first) .. ',"second":' .. fx.encode(second) .. "}"
 end
 
 describe("the web app in a browser", function()
@@ -33,7 +29,7 @@ describe("the web app in a browser", function()
   local srv = h.start_server()
   local dir = h.test_dir
   local lib_file, out_file = dir .. "/journey-library.json", dir .. "/journey-results.json"
-  h.write_file(lib_file, json.encode(uploads()))
+  h.write_file(lib_file, uploads())
   os.remove(out_file)
   local code, output = h.run(string.format("node %s/spec/browser/journey.mjs %s %s %s",
     h.shell_quote(h.root), h.shell_quote(srv.url), h.shell_quote(lib_file), h.shell_quote(out_file)))

@@ -409,7 +409,8 @@ local host = require("host")
 local jsonenc = host.json.encode
 
 -- Encodes items for jsonb_to_recordset: empty arrays are left out (cjson alone would write
--- them as {}), and the SQL side turns a missing array into '{}'.
+-- them as {}), and the SQL side turns a missing array into '{}'. The same text is the
+-- "titles" array of a POST /api/sync/import (the browser specs and bench-web upload it).
 local function encode(items)
   local rows = {}
   for i, it in ipairs(items) do
@@ -469,5 +470,6 @@ function _M.insert(pg, user_id, items)
 end
 
 _M.new_rng = new_rng
+_M.encode = encode
 
 return _M
