@@ -13,7 +13,8 @@ export function ErrorText({ error, id }) {
 
 export function initials(text) {
   const words = String(text || '?').replace(/[^\p{L}\p{N}\s]/gu, ' ').split(/\s+/).filter(Boolean);
-  const skip = new Set(['the', 'a', 'an', 'of', 'and', 'der', 'die', 'das', 'le', 'la', 'el']);
+  const skip = new Set(['the', 'a', 'an', 'of', 'and', 'in', 'on', 'to', 'for', 'der', 'die', 'das', 'le', 'la',
+    'el', 'de', 'en', 'los', 'las', 'y']);
   const picked = words.filter((w) => !skip.has(w.toLowerCase()));
   const use = picked.length ? picked : words;
   return (use.slice(0, 2).map((w) => w[0]).join('') || '?').toUpperCase();
