@@ -144,11 +144,15 @@ export default function Library({ query }) {
     if (page.key === key) requestAnimationFrame(() => setTimeout(() => performance.mark('library:drawn')));
   }, [page.key]);
 
+  // The filters' values, once the grid is drawn: the two queries would share the cores, and
+  // the grid is what the listener is waiting for.
+  const gridReady = page.key === key;
+  const facetsFor = useRef(null);
   useEffect(() => {
-    let live = true;
-    get('/api/library/facets' + facetKey).then((f) => { if (live) setFacets(f); }, () => {});
-    return () => { live = false; };
-  }, [facetKey]);
+    if (!gridReady || facetsFor.current === facetKey) return;
+    facetsFor.current = facetKey;
+    get('/api/library/facets' + facetKey).then((f) => { if (facetsFor.current === facetKey) setFacets(f); }, () => {});
+  }, [facetKey, gridReady]);
 
   // Back/forward to another q: the box shows it.
   useEffect(() => { if ((p.q || '') !== text.trim()) setText(p.q || ''); }, [p.q]);
