@@ -10,17 +10,16 @@ local json = require("json")
 local tonumber, tointeger = tonumber, math.tointeger
 
 local function me(ctx)
-  local counts = db.one([[
+  local row = db.one([[
     SELECT count(*) FILTER (WHERE source = 'LIBRARY')  AS library,
            count(*) FILTER (WHERE source = 'WISHLIST') AS wishlist,
-           (SELECT username FROM users WHERE id = $1) AS username,
            (SELECT profile_visibility::text FROM users WHERE id = $1) AS visibility
     FROM user_library
     WHERE user_id = $1 AND removed_at IS NULL]], ctx.user.id)
   return 200, {
     user = session.user_json(ctx.user),
-    counts = { library = tointeger(tonumber(counts.library)) or 0, wishlist = tointeger(tonumber(counts.wishlist)) or 0 },
-    profile = { username = counts.username or json.null, visibility = counts.visibility },
+    counts = { library = tointeger(tonumber(row.library)) or 0, wishlist = tointeger(tonumber(row.wishlist)) or 0 },
+    profile = { username = ctx.user.username or json.null, visibility = row.visibility },
   }
 end
 

@@ -35,18 +35,9 @@ if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules
   npm ci --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
-# web/vendor: Preact, its hooks and htm as the browser loads them (ES modules). The hooks
-# import the bare name "preact", which a browser cannot resolve without an import map (an
-# inline script, which the CSP forbids): point it at the file next to it.
-vendor=web/vendor
-if [[ ! -f $vendor/htm.module.js || package-lock.json -nt $vendor/htm.module.js ]]; then
-  mkdir -p "$vendor"
-  cp node_modules/preact/dist/preact.module.js "$vendor/preact.module.js"
-  sed 's|from"preact"|from"./preact.module.js"|g' node_modules/preact/hooks/dist/hooks.module.js \
-    > "$vendor/hooks.module.js"
-  cp node_modules/htm/dist/htm.module.js "$vendor/htm.module.js"
-  cp node_modules/preact/LICENSE "$vendor/LICENSE.preact"
-  cp node_modules/htm/LICENSE "$vendor/LICENSE.htm"
+# web/vendor: the UI library as the browser loads it (scripts/web-vendor.sh).
+if [[ ! -f web/vendor/htm.module.js || package-lock.json -nt web/vendor/htm.module.js ]]; then
+  bash scripts/web-vendor.sh
 fi
 
 # The local OpenID provider the auth specs run (spec/support/oidc).

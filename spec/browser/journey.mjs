@@ -212,6 +212,37 @@ try {
     equal(await page.$eval('select[name=author]', (s) => s.value), '', 'the filter box is cleared');
   });
 
+  await step('the wishlist tab and the list view, both in the URL', async () => {
+    await page.click('.tabs a:nth-child(2)');
+    await waitCount(page, `${n(wishlist.length)} titles`);
+    equal(url(page).searchParams.get('source'), 'WISHLIST', 'source in the URL');
+    await page.click('.views .btn:nth-child(2)');
+    await page.waitForSelector('.rows .row');
+    equal(url(page).searchParams.get('view'), 'list', 'view in the URL');
+    const expected = await api(page, '/api/library?source=WISHLIST&limit=48');
+    equal(await texts(page, '.rows .row-title'), expected.items.map((e) => e.title.title), 'the rows, newest first');
+    PAGES.wishlist = url(page).pathname + url(page).search;
+  });
+
+  await step('the keyboard reaches the search box and opens a title, with a visible focus ring', async () => {
+    await page.goto(BASE + '/library');
+    await page.waitForSelector('.grid .tile');
+    const focused = () => page.evaluate(() => {
+      const e = document.activeElement;
+      return { tag: e.tagName, cls: e.className, href: e.getAttribute('href'), ring: getComputedStyle(e).boxShadow };
+    });
+    let f, presses = 0;
+    do { await page.keyboard.press('Tab'); presses++; f = await focused(); } while (f.tag !== 'INPUT' && presses < 20);
+    equal(f.tag, 'INPUT', 'Tab reaches the search box');
+    check(f.ring && f.ring !== 'none', 'the focused box shows a ring');
+    do { await page.keyboard.press('Tab'); presses++; f = await focused(); } while (f.cls !== 'tile-link' && presses < 60);
+    equal(f.cls, 'tile-link', 'Tab reaches the first tile');
+    check(f.ring && f.ring !== 'none', 'the focused tile shows a ring');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction((h) => location.pathname === h, {}, f.href);
+    await page.waitForSelector('.title-info h1');
+  });
+
   await step('the title page shows every field, links that filter the library, and the summary as text', async () => {
     const t = final.find((x) => x.summary && x.summary.includes('<'));
     await page.goto(BASE + '/library/' + t.asin);

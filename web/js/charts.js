@@ -19,7 +19,7 @@ export function Columns({ id, title, data, unit }) {
       return html`<g class="bar">
         <rect x=${x} y=${H - bottom - h} width=${bw * 0.7} height=${h} rx="2" />
         ${data.length <= 16 && html`<text class="value" x=${x + bw * 0.35} y=${H - bottom - h - 5} text-anchor="middle">${num(d.value)}</text>`}
-        ${i % every === 0 && html`<text class="label" x=${x + bw * 0.35} y=${H - 8} text-anchor="middle">${d.label}</text>`}
+        ${i % every === 0 && html`<text class=${'label' + ((i / every) % 2 ? ' alt' : '')} x=${x + bw * 0.35} y=${H - 8} text-anchor="middle">${d.label}</text>`}
       </g>`;
     })}
   </svg>`;
