@@ -34,11 +34,7 @@ local STATS_SQL = [[
       "x.hours DESC, x.name COLLATE library_order") .. [[ AS "hoursByCategory",
     ]] .. lq.facet("SELECT unnest(authors) AS v FROM lib", 10) .. [[ AS "topAuthors",
     ]] .. lq.facet("SELECT unnest(narrators) AS v FROM lib", 10) .. [[ AS "topNarrators",
-    (SELECT row_to_json(x) FROM (
-       SELECT count(*) FILTER (WHERE progress >= 100) AS finished,
-              count(*) FILTER (WHERE progress > 0 AND progress < 100) AS "inProgress",
-              count(*) FILTER (WHERE progress <= 0) AS "notStarted"
-       FROM lib) AS x) AS progress,
+    ]] .. lq.progress_counts("lib") .. [[ AS progress,
     ]] .. list([[
       SELECT series_name AS name, count(*) AS owned,
              count(*) FILTER (WHERE progress >= 100) AS finished

@@ -67,14 +67,8 @@ describe("web app endpoints", function()
     local w = h.fresh_world{ "alice", "bob" }
     srv, pg, alice, bob, anon = w.srv, w.pg, w.alice, w.bob, w.anon
     items = fx.generate{ count = 600, seed = 31, asin_prefix = "S1" }
-    local gone = fx.generate{ count = 20, seed = 32, asin_prefix = "S9" }
-    local all = {}
-    for _, it in ipairs(items) do all[#all + 1] = it end
-    for _, it in ipairs(gone) do all[#all + 1] = it end
-    fx.insert(pg, alice.user.id, all)
-    assert(pg.query([[UPDATE user_library SET removed_at = now()
-                      WHERE user_id = $1 AND title_id IN
-                        (SELECT id FROM title_catalog WHERE asin LIKE 'S9%')]], alice.user.id))
+    fx.insert(pg, alice.user.id, items)
+    fx.insert_removed(pg, alice.user.id, fx.generate{ count = 20, seed = 32, asin_prefix = "S9" })
     -- Bob owns Alice's first 40 titles (same seed): her lists must never show for him.
     fx.insert(pg, bob.user.id, fx.generate{ count = 40, seed = 31, asin_prefix = "S1" })
   end)

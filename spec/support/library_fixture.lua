@@ -469,6 +469,18 @@ function _M.insert(pg, user_id, items)
   return ids
 end
 
+-- Inserts items as entries a later sync no longer listed (removed_at set): reads and counts
+-- must never show them.
+function _M.insert_removed(pg, user_id, items)
+  _M.insert(pg, user_id, items)
+  local asins = {}
+  for i, it in ipairs(items) do asins[i] = it.asin end
+  assert(pg.query([[UPDATE user_library SET removed_at = now()
+                    WHERE user_id = $1 AND title_id IN
+                      (SELECT id FROM title_catalog WHERE asin = ANY($2::text[]))]],
+    user_id, "{" .. table.concat(asins, ",") .. "}"))
+end
+
 _M.new_rng = new_rng
 _M.encode = encode
 
