@@ -3,7 +3,7 @@
 // its parameters are the API's own (source, q, author, narrator, series, category,
 // language, finished, sort, order) plus view=list, so a view can be bookmarked and Back
 // restores it.
-import { html, useState, useEffect, useRef, useMemo } from '../html.js';
+import { html, useState, useEffect, useRef } from '../html.js';
 import { get, query as qs } from '../api.js';
 import { navigate } from '../router.js';
 import { Cover, ErrorText, Progress, byline, duration, num, plural, setTitle } from '../ui.js';
