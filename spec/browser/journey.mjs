@@ -137,7 +137,7 @@ try {
     equal(stats, [['in your library', n(owned.length)], ['on your wishlist', n(wishlist.length)],
       ['finished', n(progress.finished)], ['in progress', n(progress.inProgress)],
       ['hours of listening', n(hours)]], 'the figures');
-    await waitText(page, '.last-sync', /Last synced (just now|\d+ seconds? ago|now)/);
+    await waitText(page, '.last-sync', /Last synced (just now|1 minute ago)/);
     PAGES.dashboard = '/dashboard';
   });
 
@@ -337,8 +337,9 @@ try {
     check(problems.length === 0, problems.join('\n'));
   });
 
-  await step('screenshots of every page at 1440×900 and 390×844 in both themes', async () => {
+  await step('screenshots of every page at 1440×900 and 390×844 in both themes, none wider than the screen', async () => {
     let count = 0;
+    const overflow = [];
     for (const [w, h] of [[1440, 900], [390, 844]]) {
       await page.setViewport({ width: w, height: h });
       for (const theme of ['light', 'dark']) {
@@ -349,12 +350,13 @@ try {
           await settle(page);
           await page.screenshot({ path: join(SHOTS, `${name}-${w}-${theme}.png`) });
           count++;
+          // A phone never scrolls sideways.
+          const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+          if (wide > w) overflow.push(`${path} is ${wide} px wide at ${w}`);
         }
       }
     }
-    // A phone never scrolls sideways.
-    const wide = await page.evaluate(() => document.documentElement.scrollWidth);
-    check(wide <= 390, `the last page fits 390 px (${wide})`);
+    check(overflow.length === 0, overflow.join('\n'));
     await page.setViewport({ width: 1440, height: 900 });
     check(count > 0, 'screenshots written');
   });

@@ -35,6 +35,8 @@ function TopBar({ me, path }) {
   const menu = useRef(null);
   useEffect(() => {
     if (!open) return undefined;
+    const first = menu.current && menu.current.querySelector('.menu-panel a');
+    if (first) first.focus();
     const close = (e) => { if (!menu.current || !menu.current.contains(e.target)) setOpen(false); };
     const esc = (e) => { if (e.key === 'Escape') setOpen(false); };
     document.addEventListener('click', close);
