@@ -492,6 +492,16 @@ local function facet(values, lim)
 end
 _M.facet = facet
 
+-- {"finished","inProgress","notStarted"} over the rows of `from` (which has a progress
+-- column): the dashboard's and the stats' split of the library.
+function _M.progress_counts(from)
+  return [[(SELECT row_to_json(x) FROM (
+       SELECT count(*) FILTER (WHERE progress >= 100) AS finished,
+              count(*) FILTER (WHERE progress > 0 AND progress < 100) AS "inProgress",
+              count(*) FILTER (WHERE progress <= 0) AS "notStarted"
+       FROM ]] .. from .. [[) AS x)]]
+end
+
 function _M.facets_sql(user_id, p)
   local b = builder()
   local where = filters(b, user_id, p)

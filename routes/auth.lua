@@ -3,6 +3,9 @@
 --   GET  /auth/google/login?returnTo=/path   302 to the provider
 --   GET  /auth/google/callback               302 to returnTo with the session cookie
 --   POST /auth/dev/login {"email","name"}    only when config.dev_login (404 otherwise)
+--   GET  /auth/providers                     {"google":bool,"devLogin":bool}: the ways to
+--                                            sign in this server offers (the web app's
+--                                            sign-in page shows only those)
 --   POST /auth/logout                        204; idempotent: the cookie is cleared even
 --                                            when its session is already gone
 --
@@ -184,13 +187,20 @@ local function logout(ctx)
   return 204, nil, { ["Set-Cookie"] = session.clear_cookie() }
 end
 
+local dev = config.dev_login
+dev = dev == true or dev == 1 or dev == "1" or dev == "true"
+
+local function providers()
+  return 200, { google = oidc.configured(), devLogin = dev }
+end
+
 local endpoints = {
+  { method = "GET",  path = "/auth/providers",       auth = "none", handler = providers },
   { method = "GET",  path = "/auth/google/login",    auth = "none", handler = google_login },
   { method = "GET",  path = oidc.CALLBACK_PATH,      auth = "none", handler = google_callback },
   { method = "POST", path = "/auth/logout",          auth = "none", handler = logout },
 }
-local dev = config.dev_login
-if dev == true or dev == 1 or dev == "1" or dev == "true" then
+if dev then
   endpoints[#endpoints + 1] = { method = "POST", path = "/auth/dev/login", auth = "none", handler = dev_login }
 end
 

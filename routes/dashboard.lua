@@ -25,11 +25,7 @@ local DASHBOARD_SQL = [[
               count(*) FILTER (WHERE source = 'WISHLIST') AS wishlist,
               count(*) AS total
        FROM user_library WHERE user_id = $1 AND removed_at IS NULL) AS x) AS counts,
-    (SELECT row_to_json(x) FROM (
-       SELECT count(*) FILTER (WHERE progress >= 100) AS finished,
-              count(*) FILTER (WHERE progress > 0 AND progress < 100) AS "inProgress",
-              count(*) FILTER (WHERE progress <= 0) AS "notStarted"
-       FROM lib) AS x) AS progress,
+    ]] .. lq.progress_counts("lib") .. [[ AS progress,
     (SELECT round(COALESCE(sum(duration), 0) / 60.0, 1) FROM lib) AS "listeningHours",
     ]] .. lq.facet("SELECT unnest(authors) AS v FROM lib", 5) .. [[ AS "topAuthors",
     ]] .. lq.facet("SELECT unnest(narrators) AS v FROM lib", 5) .. [[ AS "topNarrators",

@@ -28,6 +28,18 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
 
+# The web app's UI library and the browser specs' driver (package.json at the top). npm ci
+# again only when the lockfile changed since the last install.
+if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  echo "deps: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
+# web/vendor: the UI library as the browser loads it (scripts/web-vendor.sh).
+if [[ ! -f web/vendor/htm.module.js || package-lock.json -nt web/vendor/htm.module.js ]]; then
+  bash scripts/web-vendor.sh
+fi
+
 # The local OpenID provider the auth specs run (spec/support/oidc).
 if [[ -f spec/support/oidc/package-lock.json && ! -d spec/support/oidc/node_modules ]]; then
   echo "deps: npm ci in spec/support/oidc"

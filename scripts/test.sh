@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make test [SPEC=file]: build, the embedded cluster, a throwaway migrated database, then
-# busted over spec/. The last line is "N passed, N failed".
+# busted over spec/ (spec/browser drives headless Chromium: each step of its journey is
+# one test). The last line is "N passed, N failed".
 # SHELFSYNC_ASAN=1 (make test-asan) builds with ASan + UBSan into build-asan/ and fails the
 # run if any sanitizer report was written.
 set -uo pipefail
@@ -50,7 +51,7 @@ if [[ "${SHELFSYNC_ASAN:-0}" == 1 ]]; then
 fi
 
 specs=("$@")
-((${#specs[@]})) || specs=(spec/unit spec/integration)
+((${#specs[@]})) || specs=(spec/unit spec/integration spec/browser)
 OUT="$SHELFSYNC_TEST_DIR/tap.txt"
 lua5.4 /usr/bin/busted --lpath="$ROOT/?.lua" -o TAP "${specs[@]}" 2>&1 | tee "$OUT"
 unset LD_PRELOAD

@@ -14,14 +14,8 @@ describe("GET /api/dashboard", function()
     local w = h.fresh_world{ "alice", "bob" }
     srv, pg, alice, bob = w.srv, w.pg, w.alice, w.bob
     items = fx.generate{ count = 1000, seed = 21, asin_prefix = "H1" }
-    local gone = fx.generate{ count = 40, seed = 22, asin_prefix = "H9" }
-    local all = {}
-    for _, it in ipairs(items) do all[#all + 1] = it end
-    for _, it in ipairs(gone) do all[#all + 1] = it end
-    fx.insert(pg, alice.user.id, all)
-    assert(pg.query([[UPDATE user_library SET removed_at = now()
-                      WHERE user_id = $1 AND title_id IN
-                        (SELECT id FROM title_catalog WHERE asin LIKE 'H9%')]], alice.user.id))
+    fx.insert(pg, alice.user.id, items)
+    fx.insert_removed(pg, alice.user.id, fx.generate{ count = 40, seed = 22, asin_prefix = "H9" })
     -- Bob owns some of the same titles: none of his entries may count for Alice.
     fx.insert(pg, bob.user.id, fx.generate{ count = 50, seed = 21, asin_prefix = "H1" })
   end)

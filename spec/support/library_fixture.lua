@@ -485,6 +485,32 @@ function _M.insert(pg, user_id, items)
   return ids
 end
 
+-- Inserts items as entries a later sync no longer listed (removed_at set): reads and counts
+-- must never show them.
+function _M.insert_removed(pg, user_id, items)
+  _M.insert(pg, user_id, items)
+  local asins = {}
+  for i, it in ipairs(items) do asins[i] = it.asin end
+  assert(pg.query([[UPDATE user_library SET removed_at = now()
+                    WHERE user_id = $1 AND title_id IN
+                      (SELECT id FROM title_catalog WHERE asin = ANY($2::text[]))]],
+    user_id, "{" .. table.concat(asins, ",") .. "}"))
+end
+
+-- Encodes items as the "titles" array of a POST /api/sync/import (the wire's camelCase
+-- names; empty arrays left out, as cjson alone would write them as {}).
+function _M.wire(items)
+  local rows = {}
+  for i, it in ipairs(items) do
+    local r = {}
+    for k, v in pairs(it) do
+      if type(v) ~= "table" or #v > 0 then r[k] = v end
+    end
+    rows[i] = r
+  end
+  return jsonenc(rows)
+end
+
 _M.new_rng = new_rng
 
 return _M

@@ -23,5 +23,9 @@ describe("docker/", function()
     for _, dir in ipairs({ "lua", "routes", "sql" }) do
       assert.matches("COPY " .. dir .. " ./" .. dir, text, 1, true)
     end
+    -- The web app, with the UI library scripts/web-vendor.sh copies (web/vendor is not
+    -- committed).
+    assert.matches("RUN bash scripts/web-vendor.sh", text, 1, true)
+    assert.matches("COPY --from=web /src/web ./web", text, 1, true)
   end)
 end)
