@@ -105,22 +105,18 @@ static const struct conf_key *find_key(const char *name)
     return NULL;
 }
 
-/* The list at key joined by spaces (CSP sources): NULL with err when an item is not a plain
-   source expression, so a config value can never add a directive to the policy. */
+/* The list at key (a checked list of strings) joined by spaces, as CSP sources: NULL with
+   err when an item is not a plain source expression, so a config value can never add a
+   directive to the policy. */
 static char *csp_sources(lua_State *L, const char *key, char *err, size_t errlen)
 {
     lua_getfield(L, -1, key);
-    if (!lua_istable(L, -1) && !lua_isnil(L, -1)) {
-        snprintf(err, errlen, "config: %s must be a list", key);
-        lua_pop(L, 1);
-        return NULL;
-    }
-    size_t n = lua_istable(L, -1) ? lua_rawlen(L, -1) : 0, len = 0;
+    size_t n = lua_rawlen(L, -1), len = 0;
     char *out = calloc(1, 1);
     for (size_t i = 1; out && i <= n; i++) {
         lua_rawgeti(L, -1, (lua_Integer)i);
-        size_t slen = 0;
-        const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &slen) : "";
+        size_t slen;
+        const char *s = lua_tolstring(L, -1, &slen);
         int ok = slen > 0;
         for (size_t k = 0; k < slen; k++)
             ok = ok && s[k] > 0x20 && s[k] < 0x7f && !strchr(";,'\"", s[k]);
