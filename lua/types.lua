@@ -33,7 +33,6 @@ end
 
 _M.ASIN_MESSAGE = ASIN_MESSAGE
 _M.ASIN = { type = "string", required = true, upper = true, check = asin_check, message = ASIN_MESSAGE }
-_M.UUID = { type = "string", required = true, format = "uuid" }
 _M.HANDLE = { type = "string", required = true, min_len = 3, max_len = 30,
   pattern = "^[A-Za-z0-9_]+$", message = HANDLE_MESSAGE }
 _M.URL = { type = "string", format = "http_url", max_len = 2048 }
