@@ -248,11 +248,9 @@ function _M.prepare(body, text_checked)
     items[k], index[k] = it, i - 1
     local m = 0
     for j = 1, NARRAYS do
-      if blank_list(it[AFIELD[j]]) then m = m | NO_ARRAY[j] end
-    end
-    -- A placeholder is no value: dropped (the title, required, stays, and counts as blank).
-    for i = 2, NSCALARS do
-      if PLACEHOLDER[it[FIELD[i]]] then it[FIELD[i]] = nil end
+      local a = it[AFIELD[j]]
+      -- (blank_list, with the usual cases answered inline: thousands of items)
+      if a == nil or a[1] == nil or (PLACEHOLDER[a[1]] and blank_list(a)) then m = m | NO_ARRAY[j] end
     end
     if it.listeningProgress == nil then m = m | NO_PROGRESS end
     if it.personalRating == nil then m = m | NO_RATING end
@@ -361,10 +359,14 @@ local function fill_row(it, m, ex)
   return row, um
 end
 
--- The row the batched upsert writes for a new title.
+-- The row the batched upsert writes for a new title. A placeholder is no value (the
+-- title, required, is kept: it counts as blank, so the first real one replaces it).
 local function catalog_row(it, m)
-  local row = { asin = it.asin }
-  for i = 1, NSCALARS do row[COLUMN[i]] = it[FIELD[i]] end
+  local row = { asin = it.asin, title = it.title }
+  for i = 2, NSCALARS do
+    local v = it[FIELD[i]]
+    if not PLACEHOLDER[v] then row[COLUMN[i]] = v end
+  end
   return set_arrays(row, it, m)
 end
 
