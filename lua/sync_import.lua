@@ -248,11 +248,9 @@ function _M.prepare(body, text_checked)
     items[k], index[k] = it, i - 1
     local m = 0
     for j = 1, NARRAYS do
-      if blank_list(it[AFIELD[j]]) then m = m | NO_ARRAY[j] end
-    end
-    -- A placeholder is no value: dropped (the title, required, stays, and counts as blank).
-    for i = 2, NSCALARS do
-      if PLACEHOLDER[it[FIELD[i]]] then it[FIELD[i]] = nil end
+      local a = it[AFIELD[j]]
+      -- (blank_list, with the usual cases answered inline: thousands of items)
+      if a == nil or a[1] == nil or (PLACEHOLDER[a[1]] and blank_list(a)) then m = m | NO_ARRAY[j] end
     end
     if it.listeningProgress == nil then m = m | NO_PROGRESS end
     if it.personalRating == nil then m = m | NO_RATING end
@@ -361,10 +359,14 @@ local function fill_row(it, m, ex)
   return row, um
 end
 
--- The row the batched upsert writes for a new title.
+-- The row the batched upsert writes for a new title. A placeholder is no value (the
+-- title, required, is kept: it counts as blank, so the first real one replaces it).
 local function catalog_row(it, m)
-  local row = { asin = it.asin }
-  for i = 1, NSCALARS do row[COLUMN[i]] = it[FIELD[i]] end
+  local row = { asin = it.asin, title = it.title }
+  for i = 2, NSCALARS do
+    local v = it[FIELD[i]]
+    if not PLACEHOLDER[v] then row[COLUMN[i]] = v end
+  end
   return set_arrays(row, it, m)
 end
 
@@ -398,14 +400,22 @@ local function catalog_select(items, mask, count)
   return sql, sql .. " ORDER BY c.asin FOR NO KEY UPDATE"
 end
 
--- db.query over the ASINs of items[positions[first..last]]: the stored rows by ASIN.
-local function stored_rows(sql, items, positions, first, last)
-  local asins = {}
-  for k = first, last do asins[k - first + 1] = items[positions[k]].asin end
-  local found = db.query(sql, asins)
-  local by_asin = {}
-  for i = 1, #found do by_asin[found[i].asin] = found[i] end
-  return by_asin
+-- Reads the stored rows of items[positions[1..n]] with sql, FETCH_CHUNK at a time, and
+-- calls visit(k, stored row or nil) for each position k, in order.
+local function each_stored(sql, items, positions, n, visit)
+  for first = 1, n, FETCH_CHUNK do
+    local last = first + FETCH_CHUNK - 1
+    if last > n then last = n end
+    local asins = {}
+    for i = first, last do asins[i - first + 1] = items[positions[i]].asin end
+    local found = db.query(sql, asins)
+    local by_asin = {}
+    for i = 1, #found do by_asin[found[i].asin] = found[i] end
+    for i = first, last do
+      local k = positions[i]
+      visit(k, by_asin[items[k].asin])
+    end
+  end
 end
 
 -- Fills the blanks of the stored rows at positions (sorted: ASIN order) from their
@@ -413,20 +423,14 @@ end
 local function fill(prep, lock_sql, positions, n)
   local items, mask = prep.items, prep.mask
   local groups = {}
-  for first = 1, n, FETCH_CHUNK do
-    local last = first + FETCH_CHUNK - 1
-    if last > n then last = n end
-    local locked = stored_rows(lock_sql, items, positions, first, last)
-    for i = first, last do
-      local k = positions[i]
-      local row, um = fill_row(items[k], mask[k], locked[items[k].asin])
-      if row then
-        local g = groups[um]
-        if not g then g = {}; groups[um] = g end
-        g[#g + 1] = row
-      end
+  each_stored(lock_sql, items, positions, n, function(k, locked)
+    local row, um = fill_row(items[k], mask[k], locked)
+    if row then
+      local g = groups[um]
+      if not g then g = {}; groups[um] = g end
+      g[#g + 1] = row
     end
-  end
+  end)
   local changed = 0
   for um = 0, ARRAYS_MASK do
     local g = groups[um]
@@ -453,25 +457,19 @@ local function catalog(prep)
   local ids = {}
   local new_rows, new_pos, nnew = {}, {}, 0
   local fill_pos, nfill = {}, 0
-  for first = 1, count, FETCH_CHUNK do
-    local last = first + FETCH_CHUNK - 1
-    if last > count then last = count end
-    local existing = stored_rows(sql, items, all, first, last)
-    for k = first, last do
-      local it = items[k]
-      local ex = existing[it.asin]
-      if ex then
-        ids[k] = ex.id
-        if fill_row(it, mask[k], ex) then
-          nfill = nfill + 1
-          fill_pos[nfill] = k
-        end
-      else
-        nnew = nnew + 1
-        new_rows[nnew], new_pos[nnew] = catalog_row(it, mask[k]), k
+  each_stored(sql, items, all, count, function(k, ex)
+    local it = items[k]
+    if ex then
+      ids[k] = ex.id
+      if fill_row(it, mask[k], ex) then
+        nfill = nfill + 1
+        fill_pos[nfill] = k
       end
+    else
+      nnew = nnew + 1
+      new_rows[nnew], new_pos[nnew] = catalog_row(it, mask[k]), k
     end
-  end
+  end)
 
   -- New ASINs: one statement, in ASIN order. A row another sync inserted meanwhile is not
   -- ours to insert (DO NOTHING) and joins the fills instead.

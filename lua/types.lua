@@ -15,25 +15,24 @@ local type, find = type, string.find
 local ASIN_MESSAGE = "must be an ASIN: 10 letters or digits, or 13 digits"
 local HANDLE_MESSAGE = "must be 3 to 30 letters, digits or underscores"
 
-function _M.is_asin(s)
-  local n = #s
-  if n == 10 then return find(s, "^[A-Z0-9]+$") ~= nil end
-  return n == 13 and find(s, "^%d+$") ~= nil
+-- The ASIN rule's check (validate.lua): v, or nil and the message.
+local function asin_check(v)
+  local n = #v
+  if (n == 10 and find(v, "^[A-Z0-9]+$")) or (n == 13 and find(v, "^%d+$")) then return v end
+  return nil, ASIN_MESSAGE
 end
-local is_asin = _M.is_asin
+
+-- s (upper-cased) is an ASIN.
+function _M.is_asin(s)
+  return asin_check(s) ~= nil
+end
 
 function _M.is_uuid(s)
   return type(s) == "string" and uuid_format(s) ~= nil
 end
 
-local function asin_check(v)
-  if is_asin(v) then return v end
-  return nil, ASIN_MESSAGE
-end
-
 _M.ASIN_MESSAGE = ASIN_MESSAGE
 _M.ASIN = { type = "string", required = true, upper = true, check = asin_check, message = ASIN_MESSAGE }
-_M.UUID = { type = "string", required = true, format = "uuid" }
 _M.HANDLE = { type = "string", required = true, min_len = 3, max_len = 30,
   pattern = "^[A-Za-z0-9_]+$", message = HANDLE_MESSAGE }
 _M.URL = { type = "string", format = "http_url", max_len = 2048 }

@@ -139,9 +139,9 @@ describe("the audioshlf extension with the default configuration", function()
 
     it("counts the extension's placeholders as blank: never stored over a value, filled later", function()
       sync_items({ { asin = "B0DEFACE02", title = "Unknown Title", authors = { "Unknown Author" },
-                     narrators = {}, source = "LIBRARY" } })
-      assert.are.same({ title = "Unknown Title", authors = {} },
-        h.one("SELECT title, authors FROM title_catalog WHERE asin = $1", "B0DEFACE02"))
+                     narrators = {}, seriesName = "Unknown", source = "LIBRARY" } })
+      assert.are.same({ title = "Unknown Title", authors = {}, series_name = h.null },
+        h.one("SELECT title, authors, series_name FROM title_catalog WHERE asin = $1", "B0DEFACE02"))
       sync_items({ { asin = "B0DEFACE02", title = "Found At Last", authors = { "Real Author" },
                      narrators = {}, source = "LIBRARY" } })
       sync_items({ { asin = "B0DEFACE02", title = "Unknown Title", authors = { "Unknown Author" },

@@ -17,8 +17,14 @@ describe("the HTTP host", function()
   local srv, root
 
   setup(function()
+    -- app.handle fails outside its pcall for /test/c500, so C answers the 500 itself.
+    local app = h.read_file(h.root .. "/lua/app.lua")
+    local failing, n = app:gsub("(function _M%.handle%(req%)\n)",
+      '%1  if req.path == "/test/c500" then error("handle failed outside its pcall") end\n')
+    assert(n == 1, "app.handle not found")
     root = h.temp_root({ ["routes/zz_test.lua"] = FIXTURE,
-                         ["routes/zz_version.lua"] = VERSION_ROUTE:format(0) })
+                         ["routes/zz_version.lua"] = VERSION_ROUTE:format(0),
+                         ["lua/app.lua"] = failing })
     srv = h.start_server({ root = root, env = {
       SHELFSYNC_MAX_BODY_BYTES = "100000",
       SHELFSYNC_CORS_ORIGINS = "chrome-extension://shelfsync-test",
@@ -219,6 +225,20 @@ describe("the HTTP host", function()
         Origin = "https://evil.example", ["Access-Control-Request-Method"] = "POST" } })
       assert.are.same({ 403, "cors_rejected" }, { res.status, res.json.error })
       assert.is_nil(res.headers["access-control-allow-origin"])
+    end)
+
+    it("puts the route's CORS headers on the answers C builds itself, 500 and 413 alike", function()
+      local function cors_of(res) return { res.status, res.json and res.json.error,
+        res.headers["access-control-allow-origin"], res.headers["access-control-expose-headers"] } end
+      local from = { Origin = "https://anywhere.example", ["Content-Type"] = "application/json" }
+      assert.are.same({ 500, "internal_error", "*", "X-Request-Id, ETag" },
+        cors_of(h.request("POST", srv.url .. "/test/c500", { body = "{}", headers = from })))
+      assert.matches("handle failed outside its pcall", srv:log())
+      assert.are.same({ 413, "payload_too_large", nil, nil },      -- a listed route, origin not listed
+        cors_of(h.request("POST", srv.url .. "/test/small/1", { body = string.rep(" ", 65), headers = from })))
+      from.Origin = "chrome-extension://shelfsync-test"
+      assert.are.same({ 413, "payload_too_large", "chrome-extension://shelfsync-test", "X-Request-Id, ETag" },
+        cors_of(h.request("POST", srv.url .. "/test/small/1", { body = string.rep(" ", 65), headers = from })))
     end)
 
     it("adds the allow-origin header to real responses for a configured origin only", function()
