@@ -188,6 +188,8 @@ function _M.try_start(port, opts)
     SHELFSYNC_LOG_LEVEL = "info",
     SHELFSYNC_ROOT = opts.root or ROOT,
     DATABASE_URL = os.getenv("DATABASE_URL"),
+    -- No enrichment unless a spec points the server at the fake provider.
+    SHELFSYNC_METADATA_PROVIDER_URL = "",
   }
   if os.getenv("SHELFSYNC_ASAN") == "1" then
     env.ASAN_OPTIONS = "detect_leaks=1:log_path=" .. TEST_DIR .. "/server-asan"

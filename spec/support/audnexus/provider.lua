@@ -1,0 +1,79 @@
+-- The local Audnexus stand-in (provider.js) from specs and benchmarks.
+--
+--   local fake = require("spec.support.audnexus.provider")
+--   local p = fake.start{ latency_ms = 0, generate = true }   -- node provider.js, free port
+--   p.url                                      -- metadata_provider_url for the server
+--   p:book(asin, {...})                        -- answer this JSON for asin
+--   p:fault(asin_or_star, "server_error", {times = 2, retry_after = 1, delay_ms = 3000})
+--   p:latency(ms)
+--   p:state()                                  -- {requests = {asin = n}, total, regions, max_in_flight}
+--   p:reset()
+--   p:stop()
+-- The pid file lives in the test run's folder, so scripts/test.sh kills a provider a
+-- crashed spec left behind.
+local h = require("spec.support.helpers")
+
+local _M = {}
+
+local Provider = {}
+Provider.__index = Provider
+
+local DIR = h.root .. "/spec/support/audnexus"
+
+function _M.start(opts)
+  opts = opts or {}
+  local id = h.host.crypto.hex(h.host.crypto.random(4))
+  local out = h.test_dir .. "/audnexus-" .. id .. ".out"
+  local pidfile = h.test_dir .. "/audnexus-" .. id .. ".pid"
+  local flags = " --latency-ms " .. tostring(opts.latency_ms or 0)
+  if opts.generate == false then flags = flags .. " --no-generate" end
+  h.exec(string.format("cd %s && node provider.js%s >%s 2>&1 & echo $! > %s",
+    h.shell_quote(DIR), flags, h.shell_quote(out), h.shell_quote(pidfile)))
+  local pid = h.wait_until(function() return (h.read_file(pidfile) or ""):match("%d+") end, 5, "provider pid")
+  local line = h.wait_until(function()
+    local text = h.read_file(out) or ""
+    if text:find("Error") then error("fake provider failed:\n" .. text) end
+    return text:match("^(%b{})\n")
+  end, 15, "the fake metadata provider to listen")
+  local info = h.host.json.decode(line)
+  return setmetatable({ pid = pid, pidfile = pidfile, out = out, port = info.port, url = info.url }, Provider)
+end
+
+local function call(self, method, path, body)
+  local res = assert(h.request(method, self.url .. path, body and { json = body } or nil))
+  assert(res.status < 300, method .. " " .. path .. ": " .. res.status .. " " .. res.body)
+  return res.json
+end
+
+function Provider:book(asin, book)
+  call(self, "POST", "/control/book", { asin = asin, book = book })
+end
+
+function Provider:fault(asin, kind, opts)
+  local body = { asin = asin, kind = kind }
+  for k, v in pairs(opts or {}) do body[k] = v end
+  call(self, "POST", "/control/fault", body)
+end
+
+function Provider:latency(ms)
+  call(self, "POST", "/control/latency", { ms = ms })
+end
+
+function Provider:state()
+  return call(self, "GET", "/control/state")
+end
+
+function Provider:requests(asin)
+  return self:state().requests[asin] or 0
+end
+
+function Provider:reset()
+  call(self, "POST", "/control/reset", {})
+end
+
+function Provider:stop()
+  h.exec("kill " .. self.pid .. " 2>/dev/null")
+  os.remove(self.pidfile)
+end
+
+return _M
