@@ -8,10 +8,11 @@
 --   release(asins, delay_ms, owner) -> hands leased titles back, due after delay_ms
 -- Request handlers call:
 --   enqueue(user_id, title_ids)     after a sync committed (its own statement, never raises)
---   lookup(asin, user)              catalog, else the provider now: title JSON text | nil
---                                   (unknown); raises 503 provider_unavailable
+--   ensure(asin, user_id)           the catalog row of asin, asking the provider now when
+--                                   the catalog lacks it: title id | nil (unknown to both);
+--                                   raises 503 provider_unavailable
 --   pending(user_id)                titles of the user still waiting for details
---   region(user)                    the user's marketplace, else the configured default
+--   region(user), user_region(id)   the user's marketplace, else the configured default
 --
 -- Queue rules: a fetched title leaves the queue in the transaction that writes it. A 404
 -- parks it (status not_found) until metadata_refresh_days have passed; a 429 makes it due
@@ -350,19 +351,24 @@ local function store(asin, region, item)
   end)
 end
 
-local lq = require("library_query")
+-- The user's marketplace, else the configured default.
+function _M.user_region(user_id)
+  local row = db.one("SELECT marketplace FROM users WHERE id = $1", user_id)
+  local m = row and row.marketplace
+  return _M.region({ marketplace = m ~= null and m or nil })
+end
 
--- The catalog title of asin as JSON text, asking the provider when the catalog lacks it;
--- nil when neither knows it.
-function _M.lookup(asin, user)
-  local rows = lq.run(lq.TITLE_SQL, { n = 1, asin })
-  if rows[1] then return rows[1].body end
-  local region = _M.region(user)
+-- Makes sure the catalog has asin, asking the provider in the user's region when it does
+-- not. Returns the title id, or nil when neither knows the title; raises 503.
+function _M.ensure(asin, user_id)
+  local row = db.one("SELECT id FROM title_catalog WHERE asin = $1", asin)
+  if row then return row.id end
+  local region = _M.user_region(user_id)
   local item = ask(asin, region)
   if not item then return nil end
   store(asin, region, item)
-  rows = lq.run(lq.TITLE_SQL, { n = 1, asin })
-  return rows[1] and rows[1].body
+  row = db.one("SELECT id FROM title_catalog WHERE asin = $1", asin)
+  return row and row.id
 end
 
 return _M

@@ -24,15 +24,14 @@ local function me(ctx)
     SELECT count(*) FILTER (WHERE source = 'LIBRARY')  AS library,
            count(*) FILTER (WHERE source = 'WISHLIST') AS wishlist,
            count(*) FILTER (WHERE source = 'MANUAL')   AS manual,
-           (SELECT profile_visibility::text FROM users WHERE id = $1) AS visibility,
-           (SELECT marketplace FROM users WHERE id = $1) AS marketplace
+           (SELECT profile_visibility::text FROM users WHERE id = $1) AS visibility
     FROM user_library
     WHERE user_id = $1 AND removed_at IS NULL]], ctx.user.id)
   return 200, {
     user = session.user_json(ctx.user),
     counts = { library = count(row.library), wishlist = count(row.wishlist), manual = count(row.manual) },
     profile = { username = ctx.user.username or json.null, visibility = row.visibility },
-    marketplace = enrichment.region({ marketplace = row.marketplace ~= db.null and row.marketplace or nil }),
+    marketplace = enrichment.user_region(ctx.user.id),
     enrichment = { pending = enrichment.pending(ctx.user.id) },
   }
 end

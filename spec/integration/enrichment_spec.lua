@@ -257,6 +257,135 @@ describe("enrichment", function()
   end)
 end)
 
+describe("titles by ASIN, manual and hidden entries", function()
+  local provider, w
+
+  setup(function()
+    provider = fake.start()
+    w = h.fresh_world({ "dave", "erin" }, { env = env(provider, { SHELFSYNC_METADATA_MAX_ATTEMPTS = "1" }) })
+  end)
+
+  teardown(function()
+    if w then w.srv:stop() end
+    if provider then provider:stop() end
+  end)
+
+  before_each(function() provider:reset() end)
+
+  local function entry_row(user, asin)
+    return one([[SELECT ul.id, ul.source::text AS source, ul.hidden, ul.removed_at IS NULL AS active
+                 FROM user_library AS ul JOIN title_catalog AS c ON c.id = ul.title_id
+                 WHERE ul.user_id = $1 AND c.asin = $2]], user.user.id, asin)
+  end
+
+  local function library_asins(c, query)
+    local out = {}
+    for _, e in ipairs(c:get("/api/library" .. (query or "")).json.items) do out[#out + 1] = e.asin end
+    table.sort(out)
+    return out
+  end
+
+  it("previews a title from the catalog, else from the provider, else says it is unknown", function()
+    sync(w.srv, w.dave, { ext_item("B0LOOK0001") })
+    local known = w.dave:get("/api/lookup/b0look0001")
+    assert.same({ 200, "B0LOOK0001" }, { known.status, known.json.asin })
+
+    local fresh = w.dave:get("/api/lookup/B0LOOK0002")
+    assert.same({ 200, "Title B0LOOK0002", 1 }, { fresh.status, fresh.json.title, #fresh.json.authors })
+    assert.equals("ok", catalog("B0LOOK0002").metadata_status)
+
+    provider:fault("B0LOOK0003", "not_found")
+    local unknown = w.dave:get("/api/lookup/B0LOOK0003")
+    assert.same({ status = 404, error = "title_not_found" }, h.error_of(unknown))
+    assert.truthy(unknown.json.message:find("B0LOOK0003", 1, true))
+    assert.is_nil(catalog("B0LOOK0003"))
+  end)
+
+  it("adds a title by ASIN as a MANUAL entry with the provider's details", function()
+    local res = w.dave:post("/api/library", { asin = "b0addd0001" })
+    assert.same({ 201, "B0ADDD0001", "MANUAL", false, "Title B0ADDD0001", 1 },
+      { res.status, res.json.asin, res.json.source, res.json.hidden, res.json.title.title,
+        #res.json.title.authors })
+    assert.equals(1, w.dave:get("/api/me").json.counts.manual)
+    assert.same({ "B0ADDD0001" }, library_asins(w.dave, "?source=MANUAL"))
+  end)
+
+  it("refuses a title already in the library (409), an unknown one (404) and a bad body (422)", function()
+    w.dave:post("/api/library", { asin = "B0ADDD0002" })
+    assert.same({ status = 409, error = "already_in_library" },
+      h.error_of(w.dave:post("/api/library", { asin = "B0ADDD0002" })))
+    provider:fault("B0ADDD0003", "not_found")
+    assert.same({ status = 404, error = "title_not_found" },
+      h.error_of(w.dave:post("/api/library", { asin = "B0ADDD0003" })))
+    assert.is_nil(catalog("B0ADDD0003"))
+    assert.same({ status = 422, error = "validation_failed" },
+      h.error_of(w.dave:post("/api/library", { asin = "nope" })))
+    assert.same({ status = 422, error = "validation_failed" },
+      h.error_of(w.dave:post("/api/library", { asin = "B0ADDD0004", extra = 1 })))
+  end)
+
+  it("adds nothing when the provider is down (503)", function()
+    local before = one("SELECT count(*) AS n FROM user_library WHERE user_id = $1", w.dave.user.id).n
+    for _, kind in ipairs{ "server_error", "drop", "malformed" } do
+      provider:fault("B0DOWN0001", kind)
+      local res = w.dave:post("/api/library", { asin = "B0DOWN0001" })
+      assert.same({ status = 503, error = "provider_unavailable" }, h.error_of(res))
+    end
+    provider:fault("B0DOWN0001", "slow", { delay_ms = 1500 })
+    assert.same({ status = 503, error = "provider_unavailable" },
+      h.error_of(w.dave:post("/api/library", { asin = "B0DOWN0001" })))
+    assert.is_nil(catalog("B0DOWN0001"))
+    assert.equals(before, one("SELECT count(*) AS n FROM user_library WHERE user_id = $1", w.dave.user.id).n)
+  end)
+
+  it("keeps manual entries across syncs, and a sync that brings one makes it synced", function()
+    w.erin:post("/api/library", { asin = "B0MANU0001" })
+    w.erin:post("/api/library", { asin = "B0MANU0002" })
+    local id2 = entry_row(w.erin, "B0MANU0002").id
+    sync(w.srv, w.erin, { ext_item("B0SYNC0001") })
+    assert.same({ "B0MANU0001", "B0MANU0002", "B0SYNC0001" }, library_asins(w.erin))
+    sync(w.srv, w.erin, { ext_item("B0SYNC0001"), ext_item("B0MANU0002") })
+    assert.same({ id = id2, source = "LIBRARY", hidden = false, active = true }, entry_row(w.erin, "B0MANU0002"))
+    sync(w.srv, w.erin, { ext_item("B0SYNC0001") })
+    assert.same({ "B0MANU0001", "B0SYNC0001" }, library_asins(w.erin))
+  end)
+
+  it("removes only manual entries", function()
+    w.erin:post("/api/library", { asin = "B0MANU0003" })
+    sync(w.srv, w.erin, { ext_item("B0SYNC0002"), ext_item("B0SYNC0001") })
+    assert.same({ status = 409, error = "not_manual" }, h.error_of(w.erin:delete("/api/library/B0SYNC0002")))
+    assert.equals(204, w.erin:delete("/api/library/B0MANU0003").status)
+    assert.is_false(entry_row(w.erin, "B0MANU0003").active)
+    assert.same({ status = 404, error = "not_found" }, h.error_of(w.erin:delete("/api/library/B0MANU0003")))
+    assert.same({ status = 404, error = "not_found" }, h.error_of(w.dave:delete("/api/library/B0SYNC0002")))
+    -- adding it again brings the same entry back
+    local id = entry_row(w.erin, "B0MANU0003").id
+    assert.equals(201, w.erin:post("/api/library", { asin = "B0MANU0003" }).status)
+    assert.same({ id = id, source = "MANUAL", hidden = false, active = true }, entry_row(w.erin, "B0MANU0003"))
+  end)
+
+  it("hides an entry from library reads until shown again, across syncs", function()
+    sync(w.srv, w.erin, { ext_item("B0HIDE0001"), ext_item("B0HIDE0002") })
+    local res = w.erin:patch("/api/library/B0HIDE0001", { hidden = true })
+    assert.same({ 200, true }, { res.status, res.json.hidden })
+    assert.same({ "B0HIDE0002" }, library_asins(w.erin, "?source=LIBRARY"))
+    assert.same({ "B0HIDE0001" }, library_asins(w.erin, "?source=LIBRARY&hidden=true"))
+    assert.same({ "B0HIDE0001", "B0HIDE0002" }, library_asins(w.erin, "?source=LIBRARY&hidden=any"))
+    assert.same({ 1, 2 }, { w.erin:get("/api/library/facets?source=LIBRARY").json.total,
+                            w.erin:get("/api/library/facets?source=LIBRARY&hidden=any").json.total })
+    sync(w.srv, w.erin, { ext_item("B0HIDE0001"), ext_item("B0HIDE0002") })
+    assert.is_true(entry_row(w.erin, "B0HIDE0001").hidden)
+    assert.equals(200, w.erin:get("/api/library/B0HIDE0001").status)
+    assert.same({ status = 422, error = "validation_failed" },
+      h.error_of(w.erin:patch("/api/library/B0HIDE0001", { hidden = "yes" })))
+    assert.same({ status = 404, error = "not_found" },
+      h.error_of(w.dave:patch("/api/library/B0HIDE0001", { hidden = false })))
+    assert.is_true(entry_row(w.erin, "B0HIDE0001").hidden)
+    w.erin:patch("/api/library/B0HIDE0001", { hidden = false })
+    assert.same({ "B0HIDE0001", "B0HIDE0002" }, library_asins(w.erin, "?source=LIBRARY"))
+  end)
+end)
+
 describe("enrichment circuit breaker", function()
   local provider, w
 
