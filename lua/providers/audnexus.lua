@@ -26,6 +26,8 @@ local NAMED = {
   mdash = "—", hellip = "…", lsquo = "‘", rsquo = "’", ldquo = "“", rdquo = "”",
   copy = "©", reg = "®", trade = "™", eacute = "é", egrave = "è", aacute = "á",
   agrave = "à", ouml = "ö", uuml = "ü", auml = "ä", szlig = "ß", ccedil = "ç",
+  laquo = "«", raquo = "»", iacute = "í", oacute = "ó", uacute = "ú", ntilde = "ñ",
+  bull = "•", middot = "·", shy = "", deg = "°", euro = "€", pound = "£",
 }
 
 local function entity(name)
@@ -39,7 +41,7 @@ local function entity(name)
     end
     return utf8char(code)
   end
-  return NAMED[lower(name)]
+  return NAMED[name]
 end
 
 -- Tags that end a paragraph (a blank line) or a line.
