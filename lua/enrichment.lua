@@ -41,6 +41,8 @@ local concat = table.concat
 local floor, random = math.floor, math.random
 local format = string.format
 
+local null = db.null
+
 local REGIONS = { "us", "uk", "de", "fr", "ca", "au", "it", "es", "jp", "in" }
 _M.REGIONS = REGIONS
 
@@ -91,56 +93,58 @@ _M.parse = parse
 
 local SCALARS = rules.CATALOG_SCALARS          -- {column, item field}
 local ARRAYS = rules.CATALOG_ARRAYS            -- column = item field
+-- The SQL type of each scalar column (text when not listed), for jsonb_to_recordset.
+local COLUMN_TYPE = { series_position = "float8", duration = "integer", rating = "float8",
+                      rating_count = "integer", release_date = "date" }
 
--- UPDATE title_catalog: each column keeps its value when the parameter is NULL (or an
--- empty array). $1 asin, $2 region, then one parameter per field in SCALARS, ARRAYS order.
+-- One UPDATE for many titles: $1 is a JSON array of rows {asin, region, <column> = value};
+-- a column absent from a row (or an empty array) keeps the catalog's value. The region is
+-- the row's, else the one its queue row asked for.
 local MERGE_SQL
 do
-  local sets, n = {}, 2
+  local defs, sets = { "asin text", "region text" }, {}
   for _, s in ipairs(SCALARS) do
-    n = n + 1
-    sets[#sets + 1] = format("%s = COALESCE($%d, %s)", s[1], n, s[1])
+    local col = s[1]
+    defs[#defs + 1] = col .. " " .. (COLUMN_TYPE[col] or "text")
+    sets[#sets + 1] = format("%s = COALESCE(j.%s, c.%s)", col, col, col)
   end
   for _, col in ipairs(ARRAYS) do
-    n = n + 1
-    sets[#sets + 1] = format("%s = CASE WHEN cardinality($%d::text[]) > 0 THEN $%d::text[] ELSE %s END",
-      col, n, n, col)
+    defs[#defs + 1] = col .. " jsonb"
+    sets[#sets + 1] = format("%s = CASE WHEN jsonb_array_length(j.%s) > 0 " ..
+      "THEN ARRAY(SELECT jsonb_array_elements_text(j.%s)) ELSE c.%s END", col, col, col, col)
   end
-  MERGE_SQL = "UPDATE title_catalog SET " .. concat(sets, ", ") ..
-    ", metadata_region = $2, metadata_checked_at = now(), metadata_status = 'ok'" ..
-    " WHERE asin = $1 RETURNING id"
+  MERGE_SQL = "UPDATE title_catalog AS c SET " .. concat(sets, ", ") ..
+    ", metadata_region = COALESCE(j.region, q.region, c.metadata_region)" ..
+    ", metadata_checked_at = now(), metadata_status = 'ok'" ..
+    " FROM jsonb_to_recordset($1::jsonb) AS j(" .. concat(defs, ", ") .. ")" ..
+    " LEFT JOIN enrich_queue AS q ON q.asin = j.asin" ..
+    " WHERE c.asin = j.asin"
 end
 
-local null = db.null
-
-local function merge_args(asin, region, item)
-  local args, n = { asin, region }, 2
-  for _, s in ipairs(SCALARS) do
-    n = n + 1
-    local v = item[s[2]]
-    if v == nil then v = null end
-    args[n] = v
+local function valid_region(r)
+  for _, x in ipairs(REGIONS) do
+    if r == x then return r end
   end
-  for _, col in ipairs(ARRAYS) do
-    n = n + 1
-    args[n] = item[col] or json.array({})
-  end
-  return args, n
+  return nil
 end
 
--- Writes item into the catalog row of asin (which must exist). Returns its id or nil.
-local function merge(asin, region, item)
-  local args, n = merge_args(asin, region, item)
-  local row = db.one(MERGE_SQL, table.unpack(args, 1, n))
-  return row and row.id
+-- The merge row of a validated item (columns named as in title_catalog).
+local function merge_row(asin, item, region)
+  local row = { asin = asin, region = valid_region(item.region) or region }
+  for _, s in ipairs(SCALARS) do row[s[1]] = item[s[2]] end
+  for _, col in ipairs(ARRAYS) do row[col] = item[col] end
+  return row
 end
 
--- The regions the provider may answer for; another (or none) means the one asked.
-local function answered_region(item, asked)
-  for _, r in ipairs(REGIONS) do
-    if item.region == r then return r end
-  end
-  return asked
+-- Writes the rows (sorted by ASIN) into the catalog. The rows are locked first in ASIN
+-- order, the order a sync locks catalog rows in, so the two never deadlock.
+local function merge(rows)
+  if not rows[1] then return end
+  local asins = {}
+  for i, r in ipairs(rows) do asins[i] = r.asin end
+  db.query([[SELECT 1 FROM title_catalog WHERE asin = ANY($1::text[])
+             ORDER BY asin FOR NO KEY UPDATE]], asins)
+  db.query(MERGE_SQL, json.encode(json.array(rows)))
 end
 
 -- ---- the queue (background fetcher) ----
@@ -174,90 +178,87 @@ function _M.release(asins, delay_ms, owner)
     WHERE asin = ANY($1::text[]) AND leased_by = $3]], asins, (delay_ms or 0) / 1000, owner)
 end
 
--- Parks asin until its refresh date: out of the queue, checked now, with status.
-local function park(asin, status)
-  db.query("DELETE FROM enrich_queue WHERE asin = $1", asin)
+-- Parks titles until their refresh date: out of the queue, checked now, with status.
+local function park(asins, status)
+  if not asins[1] then return end
+  db.query("DELETE FROM enrich_queue WHERE asin = ANY($1::text[])", asins)
   db.query([[UPDATE title_catalog SET metadata_checked_at = now(), metadata_status = $2
-             WHERE asin = $1]], asin, status)
+             WHERE asin = ANY($1::text[])]], asins, status)
 end
 
 -- A failed fetch: retried with backoff, or parked after metadata_max_attempts.
-local function failed(r, outcome, why)
-  local q = db.one("SELECT attempts FROM enrich_queue WHERE asin = $1", r.asin)
-  if not q then return outcome end
+local function failed(asin, why)
+  local q = db.one("SELECT attempts FROM enrich_queue WHERE asin = $1", asin)
+  if not q then return end
   local attempts = q.attempts + 1
-  local max = setting("metadata_max_attempts", 5)
-  if attempts >= max then
-    host.log("warn", format("enrichment: %s parked after %d failed fetches (%s)", r.asin, attempts, why))
-    park(r.asin, "failed")
-    return outcome
+  if attempts >= setting("metadata_max_attempts", 5) then
+    host.log("warn", format("enrichment: %s parked after %d failed fetches (%s)", asin, attempts, why))
+    return park({ asin }, "failed")
   end
   local delay = setting("metadata_backoff_ms", 30000) * 2 ^ (attempts - 1) * (0.5 + random())
   db.query([[
     UPDATE enrich_queue
     SET attempts = $2, last_error = $3, leased_until = NULL, leased_by = NULL,
         next_attempt_at = now() + make_interval(secs => $4)
-    WHERE asin = $1]], r.asin, attempts, why, floor(delay) / 1000)
-  return outcome
+    WHERE asin = $1]], asin, attempts, why, floor(delay) / 1000)
 end
 
-local function fetched(r, region_of)
-  if r.error then return failed(r, r.error, r.error) end
+-- What a finished fetch means: {outcome, item | why}. No database work.
+local function classify(r)
+  if r.error then return r.error, r.error end
   local status = r.status
-  if status == 404 then
-    park(r.asin, "not_found")
-    return "not_found"
+  if status == 200 then
+    local item, why = parse(r.body)
+    if item then return "ok", item end
+    return "invalid", why
   end
-  if status == 429 then
-    db.query([[
-      UPDATE enrich_queue
-      SET leased_until = NULL, leased_by = NULL, last_error = 'rate limited',
-          next_attempt_at = now() + make_interval(secs => $2)
-      WHERE asin = $1]], r.asin, r.retry_after or 1)
-    return "rate_limited"
-  end
-  if status ~= 200 then
-    return failed(r, status >= 500 and "error" or "refused",
-      format("HTTP %d %s", status, provider.describe(r.body)))
-  end
-  local item, why = parse(r.body)
-  if not item then return failed(r, "invalid", why) end
-  merge(r.asin, answered_region(item, region_of[r.asin]), item)
-  db.query("DELETE FROM enrich_queue WHERE asin = $1", r.asin)
-  return "ok"
+  if status == 404 then return "not_found" end
+  if status == 429 then return "rate_limited" end
+  return status >= 500 and "error" or "refused",
+    format("HTTP %d %s", status, provider.describe(r.body))
 end
 
--- The regions the results were asked for (read before any change).
-local function regions_of(results)
-  local asins = {}
-  for i, r in ipairs(results) do asins[i] = r.asin end
-  local out = {}
-  for _, row in ipairs(db.query("SELECT asin, region FROM enrich_queue WHERE asin = ANY($1::text[])", asins)) do
-    out[row.asin] = row.region
+-- Writes a round: merged titles, parked unknown ones, rescheduled and failed ones.
+local function write(results, outcomes, details)
+  local rows, gone, missing = {}, {}, {}
+  for i, r in ipairs(results) do
+    local o = outcomes[i]
+    if o == "ok" then
+      rows[#rows + 1] = merge_row(r.asin, details[i], nil)
+      gone[#gone + 1] = r.asin
+    elseif o == "not_found" then
+      missing[#missing + 1] = r.asin
+    elseif o == "rate_limited" then
+      db.query([[
+        UPDATE enrich_queue
+        SET leased_until = NULL, leased_by = NULL, last_error = 'rate limited',
+            next_attempt_at = now() + make_interval(secs => $2)
+        WHERE asin = $1]], r.asin, r.retry_after or 1)
+    else
+      failed(r.asin, details[i])
+    end
   end
-  return out
+  merge(rows)
+  if gone[1] then db.query("DELETE FROM enrich_queue WHERE asin = ANY($1::text[])", gone) end
+  park(missing, "not_found")
 end
 
--- One transaction for the round, rows in ASIN order (the order a sync locks catalog rows
--- in, so the two never deadlock). Should it fail, each result gets its own transaction,
--- and one that fails again counts as an invalid answer: nothing of it is written.
+-- One transaction for the round, ASINs in order. Should it fail, each result gets its
+-- own, and one that fails again counts as a failed attempt: nothing of it is written.
 function _M.done(results)
   sort(results, function(a, b) return a.asin < b.asin end)
-  local outcomes = {}
-  local ok, err = pcall(db.tx, function()
-    local region_of = regions_of(results)
-    for i, r in ipairs(results) do outcomes[i] = fetched(r, region_of) end
-  end)
+  local outcomes, details = {}, {}
+  for i, r in ipairs(results) do outcomes[i], details[i] = classify(r) end
+  local ok, err = pcall(db.tx, write, results, outcomes, details)
   if ok then return outcomes end
-  host.log("warn", "enrichment: a batch of " .. #results .. " failed (" .. tostring(err) ..
+  host.log("warn", "enrichment: a round of " .. #results .. " failed (" .. tostring(err) ..
     "); writing each on its own")
   for i, r in ipairs(results) do
-    local one_ok, one = pcall(db.tx, function() return fetched(r, regions_of({ r })) end)
-    if one_ok then
-      outcomes[i] = one
-    else
-      host.log("error", "enrichment: " .. r.asin .. ": " .. tostring(one))
-      outcomes[i] = db.tx(failed, { asin = r.asin }, "invalid", "not written: " .. tostring(one))
+    local one_ok, one_err = pcall(db.tx, write, { r }, { outcomes[i] }, { details[i] })
+    if not one_ok then
+      host.log("error", "enrichment: " .. r.asin .. ": " .. tostring(one_err))
+      outcomes[i] = "invalid"
+      db.tx(failed, r.asin, "not written: " .. tostring(one_err))
     end
   end
   return outcomes
@@ -346,7 +347,7 @@ local function store(asin, region, item)
   db.tx(function()
     db.query([[INSERT INTO title_catalog (asin, title) VALUES ($1, $2)
                ON CONFLICT (asin) DO NOTHING]], asin, item.title)
-    merge(asin, answered_region(item, region), item)
+    merge({ merge_row(asin, item, region) })
     db.query("DELETE FROM enrich_queue WHERE asin = $1", asin)
   end)
 end
