@@ -40,6 +40,9 @@
 #define ENRICH_MAX_BATCH 256
 #define ENRICH_ASIN_MAX 32
 #define ENRICH_MAX_WAIT_MS 1000
+/* Finished fetches wait up to this long for others, so that one transaction (whose round
+   trips pause every transfer of the thread) writes several titles. */
+#define ENRICH_FLUSH_MS 25
 
 struct enrich_fetch {                  /* one transfer in flight */
     CURL *curl;
@@ -73,6 +76,10 @@ struct enrich {
     long pause_until_ms;               /* 429 */
     int failures;                      /* consecutive, for the circuit */
     long open_until_ms;
+    int results_ref;                   /* finished fetches not yet written: a table in L's
+                                          registry, or LUA_NOREF */
+    int nresults;
+    long results_since_ms;
 };
 
 static struct enrich *running;
@@ -100,10 +107,13 @@ static void set_state(enum enrich_state s)
 
 /* ---- Lua ---- */
 
+static void flush(struct enrich *e);
+
 static void refresh_vm(struct enrich *e)
 {
     if (e->L && reload_generation() == e->generation)
         return;
+    flush(e);                          /* the results table belongs to the old VM */
     struct scripts *s = reload_current();
     if (!s)
         return;
@@ -196,7 +206,7 @@ static void take_claimed(struct enrich *e)
 /* A batch that the rate limit lets start within a few seconds, so leases stay fresh. */
 static int batch_size(const struct enrich *e)
 {
-    int n = 2 * e->conf->metadata_concurrency;
+    int n = 4 * e->conf->metadata_concurrency;
     if (n > 2 * e->conf->metadata_rate_per_s)
         n = 2 * e->conf->metadata_rate_per_s;
     return n < 1 ? 1 : n > ENRICH_MAX_BATCH ? ENRICH_MAX_BATCH : n;
@@ -401,34 +411,60 @@ static void count_outcomes(lua_State *L, int n)
     lua_pop(L, 1);
 }
 
-/* Every fetch that finished in this round: one app.enrich_done call. */
-static void collect(struct enrich *e, long now)
+/* Writes the finished fetches held in results_ref: one app.enrich_done call. */
+static void flush(struct enrich *e)
+{
+    if (e->nresults == 0)
+        return;
+    lua_State *L = e->L;
+    int n = e->nresults;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->results_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, e->results_ref);
+    e->results_ref = LUA_NOREF;
+    e->nresults = 0;
+    if (call_app(e, "enrich_done", 1) == 0)
+        count_outcomes(L, n);
+}
+
+/* Adds the result of f to the results table (created on the first one). */
+static int hold_result(struct enrich *e, struct enrich_fetch *f, CURLcode rc, long now, long *retry_after)
 {
     lua_State *L = e->L;
+    if (e->nresults == 0) {
+        lua_newtable(L);
+        e->results_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        e->results_since_ms = now;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->results_ref);
+    int unwell = push_result(L, f, rc, now, retry_after);
+    lua_rawseti(L, -2, ++e->nresults);
+    lua_pop(L, 1);
+    return unwell;
+}
+
+/* Takes every fetch that finished; writes them when enough have gathered, the oldest has
+   waited ENRICH_FLUSH_MS, or nothing else is in flight. */
+static void collect(struct enrich *e, long now)
+{
     CURLMsg *m;
-    int left, n = 0;
+    int left;
     long pause_s = 0;
-    lua_newtable(L);
     while ((m = curl_multi_info_read(e->multi, &left))) {
         if (m->msg != CURLMSG_DONE)
             continue;
         struct enrich_fetch *f = NULL;
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&f);
         long ra;
-        int unwell = push_result(L, f, m->data.result, now, &ra);
-        lua_rawseti(L, -2, ++n);
+        int unwell = hold_result(e, f, m->data.result, now, &ra);
         metrics_histogram("enrichment_provider_latency_ms", (double)(now - f->started_ms));
         if (ra > pause_s)
             pause_s = ra;
         fetch_reset(e, f);
         circuit_observe(e, unwell, now);
     }
-    if (n == 0) {
-        lua_pop(L, 1);
-        return;
-    }
-    if (call_app(e, "enrich_done", 1) == 0)
-        count_outcomes(L, n);
+    int enough = e->nresults >= (e->conf->metadata_concurrency + 1) / 2;
+    if (e->nresults && (enough || e->inflight == 0 || now - e->results_since_ms >= ENRICH_FLUSH_MS))
+        flush(e);
     if (pause_s > 0) {
         long max = (long)e->conf->metadata_lease_s;
         if (pause_s > max)
@@ -455,6 +491,8 @@ static long wait_ms(const struct enrich *e, long now)
     }
     if (enrich_state() == ENRICH_OPEN && e->open_until_ms - now < w)
         w = e->open_until_ms - now;
+    if (e->nresults && e->results_since_ms + ENRICH_FLUSH_MS - now < w)
+        w = e->results_since_ms + ENRICH_FLUSH_MS - now;
     return w < 1 ? 1 : w;
 }
 
@@ -481,6 +519,8 @@ static void *enrich_run(void *arg)
             collect(e, now_ms());
         curl_multi_poll(e->multi, NULL, 0, (int)wait_ms(e, now_ms()), NULL);
     }
+    if (e->L)
+        flush(e);
     /* Abandoned transfers and unstarted titles go back to the queue at once. */
     for (int i = 0; i < e->conf->metadata_concurrency; i++) {
         struct enrich_fetch *f = &e->fetches[i];
@@ -522,6 +562,7 @@ int enrich_start(const struct conf *c, char *err, size_t errlen)
         goto fail;
     }
     e->conf = c;
+    e->results_ref = LUA_NOREF;
     e->fetches = calloc((size_t)c->metadata_concurrency, sizeof *e->fetches);
     e->multi = curl_multi_init();
     e->pg = pg_conn_new(c->database_url, c->statement_timeout_ms);

@@ -149,10 +149,16 @@ end
 
 -- ---- the queue (background fetcher) ----
 
-function _M.claim(n, owner)
-  local base = base_url()
-  if not base then return json.array({}) end
-  local rows = db.query([[
+-- The fetcher's own transactions commit without waiting for the WAL flush: a write lost
+-- in a crash costs one more fetch (its lease runs out and the title is claimed again), and
+-- the fetcher is one thread, so every flush it waits for is a pause of all its transfers.
+local function async_commit()
+  db.query("SET LOCAL synchronous_commit = off")
+end
+
+local function claim_tx(n, owner)
+  async_commit()
+  return db.query([[
     WITH c AS (
       SELECT asin FROM enrich_queue
       WHERE next_attempt_at <= now() AND (leased_until IS NULL OR leased_until < now())
@@ -163,6 +169,12 @@ function _M.claim(n, owner)
     SET leased_until = now() + make_interval(secs => $2), leased_by = $3
     FROM c WHERE q.asin = c.asin
     RETURNING q.asin, q.region]], n, setting("metadata_lease_s", 300), owner)
+end
+
+function _M.claim(n, owner)
+  local base = base_url()
+  if not base then return json.array({}) end
+  local rows = db.tx(claim_tx, n, owner)
   local out = {}
   for i, r in ipairs(rows) do
     out[i] = { asin = r.asin, url = provider.url(base, r.asin, r.region) }
@@ -220,6 +232,7 @@ end
 
 -- Writes a round: merged titles, parked unknown ones, rescheduled and failed ones.
 local function write(results, outcomes, details)
+  async_commit()
   local rows, gone, missing = {}, {}, {}
   for i, r in ipairs(results) do
     local o = outcomes[i]
