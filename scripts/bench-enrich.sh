@@ -17,17 +17,24 @@ for _ in $(seq 1 100); do grep -q '"port"' "$WORK/provider.out" 2>/dev/null && b
 PROVIDER_URL=$(sed -nE 's/.*"url":"([^"]+)".*/\1/p' "$WORK/provider.out")
 [[ -n "$PROVIDER_URL" ]] || { cat "$WORK/provider.out"; exit 1; }
 
+# The server-side phases of each sync (the route logs them); total includes the queueing.
+phases() {
+  grep -o '"msg":"sync import [^"]*' "$WORK/server.log" | sed -E 's/.*\); ms: /  ms: /'
+}
+
 echo "bench-enrich: $(bench_machine); provider $PROVIDER_URL answering in $LATENCY ms"
-ENRICH_ENV=(SHELFSYNC_LOG_LEVEL=warn SHELFSYNC_METADATA_PROVIDER_URL="$PROVIDER_URL"
+ENRICH_ENV=(SHELFSYNC_LOG_LEVEL=info SHELFSYNC_METADATA_PROVIDER_URL="$PROVIDER_URL"
             SHELFSYNC_METADATA_RATE_PER_S=100000 SHELFSYNC_METADATA_CONCURRENCY="${BENCH_CONCURRENCY:-16}"
             SHELFSYNC_METADATA_POLL_MS=100)
 
 # The fetcher idle: no provider, so nothing is queued or fetched.
-bench_server 38300 SHELFSYNC_LOG_LEVEL=warn SHELFSYNC_METADATA_PROVIDER_URL=
+bench_server 38300 SHELFSYNC_LOG_LEVEL=info SHELFSYNC_METADATA_PROVIDER_URL=
 BENCH_URL="http://127.0.0.1:$PORT" BENCH_PID="$SERVER_PID" BENCH_MODE=sync BENCH_SALT=1 lua5.4 bench/bench_enrich.lua
+phases
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
 
 bench_server 38300 "${ENRICH_ENV[@]}"
 BENCH_URL="http://127.0.0.1:$PORT" BENCH_PID="$SERVER_PID" BENCH_MODE=enrich BENCH_SALT=2 lua5.4 bench/bench_enrich.lua
 BENCH_URL="http://127.0.0.1:$PORT" BENCH_PID="$SERVER_PID" BENCH_MODE=sync BENCH_SALT=3 BENCH_BACKGROUND=1 lua5.4 bench/bench_enrich.lua
 echo "provider: $(curl -s "$PROVIDER_URL/control/state" | sed -nE 's/.*"total":([0-9]+).*"max_in_flight":([0-9]+).*/\1 requests, at most \2 at once/p')"
+phases
