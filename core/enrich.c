@@ -477,23 +477,25 @@ static void collect(struct enrich *e, long now)
 
 /* ---- the thread ---- */
 
+static long later(long a, long b) { return a > b ? a : b; }
+
+/* How long to wait for sockets before the loop has something else to do: the next start
+   (or claim), never before a 429 pause or an open circuit ends, and the results' flush. */
 static long wait_ms(const struct enrich *e, long now)
 {
-    long w = ENRICH_MAX_WAIT_MS;
-    if (e->next_pending < e->npending) {
-        long t = (long)e->next_start_ms - now;
-        if (now < e->pause_until_ms && e->pause_until_ms - now > t)
-            t = e->pause_until_ms - now;
-        if (t < w)
-            w = t;
-    } else if (e->inflight == 0 && e->next_claim_ms - now < w) {
-        w = e->next_claim_ms - now;
-    }
-    if (enrich_state() == ENRICH_OPEN && e->open_until_ms - now < w)
-        w = e->open_until_ms - now;
-    if (e->nresults && e->results_since_ms + ENRICH_FLUSH_MS - now < w)
-        w = e->results_since_ms + ENRICH_FLUSH_MS - now;
-    return w < 1 ? 1 : w;
+    long next = now + ENRICH_MAX_WAIT_MS;    /* a finished transfer wakes the poll anyway */
+    enum enrich_state s = enrich_state();
+    long gate = later(e->pause_until_ms, s == ENRICH_OPEN ? e->open_until_ms : 0);
+    int free_slot = e->inflight < (s == ENRICH_HALF_OPEN ? 1 : e->conf->metadata_concurrency);
+    if (free_slot && e->next_pending < e->npending)
+        next = later((long)e->next_start_ms, gate);
+    else if (free_slot)
+        next = later(e->next_claim_ms, gate);
+    if (next > now + ENRICH_MAX_WAIT_MS)
+        next = now + ENRICH_MAX_WAIT_MS;
+    if (e->nresults && e->results_since_ms + ENRICH_FLUSH_MS < next)
+        next = e->results_since_ms + ENRICH_FLUSH_MS;
+    return next - now < 1 ? 1 : next - now;
 }
 
 static int may_claim(const struct enrich *e, long now)
