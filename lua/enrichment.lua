@@ -46,12 +46,6 @@ local null = db.null
 local REGIONS = { "us", "uk", "de", "fr", "ca", "au", "it", "es", "jp", "in" }
 _M.REGIONS = REGIONS
 
-local function setting(name, default)
-  local v = tonumber(config[name])
-  if not v or v < 0 then return default end
-  return v
-end
-
 local function base_url()
   local u = config.metadata_provider_url
   return type(u) == "string" and u ~= "" and u or nil
@@ -61,19 +55,32 @@ function _M.enabled()
   return base_url() ~= nil
 end
 
--- ---- validation: the sync's own rules, every field optional ----
+-- ---- the catalog's fields (sync_rules.CATALOG_FIELDS) ----
 
+local CATALOG_FIELDS = rules.CATALOG_FIELDS
+
+-- What a provider's item may set: every catalog field a sync has a rule for, checked by
+-- that rule, none required, an invalid value dropped (so it keeps the catalog's).
 local FIELDS = {}
-for name, rule in pairs(rules.ITEM.fields) do
-  if name ~= "asin" and name ~= "source" and name ~= "listeningProgress" and
-     name ~= "personalRating" and name ~= "dateAdded" then
+for _, f in ipairs(CATALOG_FIELDS) do
+  if f.rule then
     local r = {}
-    for k, v in pairs(rule) do r[k] = v end
+    for k, v in pairs(f.rule) do r[k] = v end
     r.required, r.invalid = nil, "drop"
-    FIELDS[name] = r
+    FIELDS[f.json] = r
   end
 end
 local CHECK = validate.checker({ type = "object", fields = FIELDS })
+
+-- The SQL type a field's value has in the merge's jsonb_to_recordset.
+local function sql_type(f)
+  if f.array then return "jsonb" end
+  local r = f.rule
+  if r.type == "number" then return "float8" end
+  if r.type == "integer" then return "bigint" end
+  if r.format == "date" then return "date" end
+  return "text"
+end
 
 -- The mapped, validated item of a provider answer, or nil and why.
 local function parse(body)
@@ -91,27 +98,23 @@ _M.parse = parse
 
 -- ---- the merge ----
 
-local SCALARS = rules.CATALOG_SCALARS          -- {column, item field}
-local ARRAYS = rules.CATALOG_ARRAYS            -- column = item field
--- The SQL type of each scalar column (text when not listed), for jsonb_to_recordset.
-local COLUMN_TYPE = { series_position = "float8", duration = "integer", rating = "float8",
-                      rating_count = "integer", release_date = "date" }
-
 -- One UPDATE for many titles: $1 is a JSON array of rows {asin, region, <column> = value};
 -- a column absent from a row (or an empty array) keeps the catalog's value. The region is
 -- the row's, else the one its queue row asked for.
 local MERGE_SQL
 do
   local defs, sets = { "asin text", "region text" }, {}
-  for _, s in ipairs(SCALARS) do
-    local col = s[1]
-    defs[#defs + 1] = col .. " " .. (COLUMN_TYPE[col] or "text")
-    sets[#sets + 1] = format("%s = COALESCE(j.%s, c.%s)", col, col, col)
-  end
-  for _, col in ipairs(ARRAYS) do
-    defs[#defs + 1] = col .. " jsonb"
-    sets[#sets + 1] = format("%s = CASE WHEN jsonb_array_length(j.%s) > 0 " ..
-      "THEN ARRAY(SELECT jsonb_array_elements_text(j.%s)) ELSE c.%s END", col, col, col, col)
+  for _, f in ipairs(CATALOG_FIELDS) do
+    local col = f.column
+    if FIELDS[f.json] then
+      defs[#defs + 1] = col .. " " .. sql_type(f)
+      if f.array then
+        sets[#sets + 1] = format("%s = CASE WHEN jsonb_array_length(j.%s) > 0 " ..
+          "THEN ARRAY(SELECT jsonb_array_elements_text(j.%s)) ELSE c.%s END", col, col, col, col)
+      else
+        sets[#sets + 1] = format("%s = COALESCE(j.%s, c.%s)", col, col, col)
+      end
+    end
   end
   MERGE_SQL = "UPDATE title_catalog AS c SET " .. concat(sets, ", ") ..
     ", metadata_region = COALESCE(j.region, q.region, c.metadata_region)" ..
@@ -131,8 +134,7 @@ end
 -- The merge row of a validated item (columns named as in title_catalog).
 local function merge_row(asin, item, region)
   local row = { asin = asin, region = valid_region(item.region) or region }
-  for _, s in ipairs(SCALARS) do row[s[1]] = item[s[2]] end
-  for _, col in ipairs(ARRAYS) do row[col] = item[col] end
+  for _, f in ipairs(CATALOG_FIELDS) do row[f.column] = item[f.json] end
   return row
 end
 
@@ -168,7 +170,7 @@ local function claim_tx(n, owner)
     UPDATE enrich_queue AS q
     SET leased_until = now() + make_interval(secs => $2), leased_by = $3
     FROM c WHERE q.asin = c.asin
-    RETURNING q.asin, q.region]], n, setting("metadata_lease_s", 300), owner)
+    RETURNING q.asin, q.region]], n, config.metadata_lease_s, owner)
 end
 
 function _M.claim(n, owner)
@@ -203,11 +205,11 @@ local function failed(asin, why)
   local q = db.one("SELECT attempts FROM enrich_queue WHERE asin = $1", asin)
   if not q then return end
   local attempts = q.attempts + 1
-  if attempts >= setting("metadata_max_attempts", 5) then
+  if attempts >= config.metadata_max_attempts then
     host.log("warn", format("enrichment: %s parked after %d failed fetches (%s)", asin, attempts, why))
     return park({ asin }, "failed")
   end
-  local delay = setting("metadata_backoff_ms", 30000) * 2 ^ (attempts - 1) * (0.5 + random())
+  local delay = config.metadata_backoff_ms * 2 ^ (attempts - 1) * (0.5 + random())
   db.query([[
     UPDATE enrich_queue
     SET attempts = $2, last_error = $3, leased_until = NULL, leased_by = NULL,
@@ -300,7 +302,7 @@ function _M.enqueue(user_id, title_ids)
            OR c.metadata_checked_at < now() - make_interval(days => $4))
     ORDER BY c.asin
     ON CONFLICT (asin) DO NOTHING]], title_ids, user_id, _M.region(nil),
-    floor(setting("metadata_refresh_days", 30)))
+    config.metadata_refresh_days)
   if not ok then
     host.log("warn", "enrichment: titles of a sync for user " .. tostring(user_id) ..
       " not queued: " .. tostring(res))
@@ -333,9 +335,9 @@ local function ask(asin, region)
   end
   local res, err = host.http.request{
     url = provider.url(base, asin, region), headers = { Accept = "application/json" },
-    timeout_ms = floor(setting("metadata_lookup_timeout_ms", 4000)),
-    connect_timeout_ms = floor(setting("metadata_lookup_timeout_ms", 4000)),
-    max_bytes = floor(setting("metadata_max_bytes", 1048576)),
+    timeout_ms = config.metadata_lookup_timeout_ms,
+    connect_timeout_ms = config.metadata_lookup_timeout_ms,
+    max_bytes = config.metadata_max_bytes,
   }
   if not res then
     host.log("warn", "lookup of " .. asin .. " failed: " .. tostring(err))

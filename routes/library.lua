@@ -51,7 +51,7 @@ local lq = require("library_query")
 local errors = require("errors")
 local db = require("db")
 local validate = require("validate")
-local rules = require("sync_rules")
+local types = require("types")
 local enrichment = require("enrichment")
 local sync_import = require("sync_import")
 
@@ -139,7 +139,7 @@ local function already(asin)
 end
 
 local ADD = validate.compile{ type = "object", unknown = "reject",
-                              fields = { asin = rules.ITEM.fields.asin } }
+                              fields = { asin = types.ASIN } }
 
 local function add(ctx)
   local asin = body_of(ctx, ADD).asin
