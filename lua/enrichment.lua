@@ -12,7 +12,7 @@
 --                                   the catalog lacks it: title id | nil (unknown to both);
 --                                   raises 503 provider_unavailable
 --   pending(user_id)                titles of the user still waiting for details
---   region(user), user_region(id)   the user's marketplace, else the configured default
+--   user_region(user_id)            the user's marketplace, else the configured default
 --
 -- Queue rules: a fetched title leaves the queue in the transaction that writes it. A 404
 -- parks it (status not_found) until metadata_refresh_days have passed; a 429 makes it due
@@ -22,8 +22,8 @@
 -- parks it (status failed) until its refresh date.
 --
 -- Merge rules: a field the provider gives replaces the catalog's (fills a blank one,
--- updates a stale one); a field it lacks (absent, null, empty list, or refused by the
--- sync's validation rules) keeps the catalog's. The region the metadata came from is
+-- updates a stale one); a field it lacks (absent, null, empty list, or refused by its rule
+-- in sync_rules.CATALOG_FIELDS) keeps the catalog's. The region the metadata came from is
 -- stored in metadata_region.
 local _M = {}
 
@@ -51,21 +51,20 @@ local function base_url()
   return type(u) == "string" and u ~= "" and u or nil
 end
 
-function _M.enabled()
-  return base_url() ~= nil
-end
-
 -- ---- the catalog's fields (sync_rules.CATALOG_FIELDS) ----
 
 local CATALOG_FIELDS = rules.CATALOG_FIELDS
 
--- What a provider's item may set: every catalog field a sync has a rule for, checked by
--- that rule, none required, an invalid value dropped (so it keeps the catalog's).
+-- What a provider's item may set: every catalog field with a rule, checked by it (`provider`,
+-- else the sync's `rule`), none required, an invalid value dropped (so it keeps the
+-- catalog's). A field with neither is never written by the enrichment.
+local function provider_rule(f) return f.provider or f.rule end
+
 local FIELDS = {}
 for _, f in ipairs(CATALOG_FIELDS) do
-  if f.rule then
+  if provider_rule(f) then
     local r = {}
-    for k, v in pairs(f.rule) do r[k] = v end
+    for k, v in pairs(provider_rule(f)) do r[k] = v end
     r.required, r.invalid = nil, "drop"
     FIELDS[f.json] = r
   end
@@ -75,7 +74,7 @@ local CHECK = validate.checker({ type = "object", fields = FIELDS })
 -- The SQL type a field's value has in the merge's jsonb_to_recordset.
 local function sql_type(f)
   if f.array then return "jsonb" end
-  local r = f.rule
+  local r = provider_rule(f)
   if r.type == "number" then return "float8" end
   if r.type == "integer" then return "bigint" end
   if r.format == "date" then return "date" end
@@ -281,11 +280,9 @@ end
 
 -- ---- request side ----
 
-function _M.region(user)
-  local m = user and user.marketplace
-  if type(m) == "string" and m ~= "" then return m end
-  local d = config.metadata_marketplace
-  return type(d) == "string" and d ~= "" and d or "us"
+-- The region of users who chose none: metadata_marketplace when it is one, else "us".
+local function default_region()
+  return valid_region(config.metadata_marketplace) or "us"
 end
 
 -- After a sync committed: queue the titles that never had provider metadata, or whose
@@ -301,7 +298,7 @@ function _M.enqueue(user_id, title_ids)
       AND (c.metadata_checked_at IS NULL
            OR c.metadata_checked_at < now() - make_interval(days => $4))
     ORDER BY c.asin
-    ON CONFLICT (asin) DO NOTHING]], title_ids, user_id, _M.region(nil),
+    ON CONFLICT (asin) DO NOTHING]], title_ids, user_id, default_region(),
     config.metadata_refresh_days)
   if not ok then
     host.log("warn", "enrichment: titles of a sync for user " .. tostring(user_id) ..
@@ -371,7 +368,7 @@ end
 function _M.user_region(user_id)
   local row = db.one("SELECT marketplace FROM users WHERE id = $1", user_id)
   local m = row and row.marketplace
-  return _M.region({ marketplace = m ~= null and m or nil })
+  return m ~= nil and m ~= null and m or default_region()
 end
 
 -- Makes sure the catalog has asin, asking the provider in the user's region when it does
