@@ -43,6 +43,9 @@
 /* Finished fetches wait up to this long for others, so that one transaction (whose round
    trips pause every transfer of the thread) writes several titles. */
 #define ENRICH_FLUSH_MS 25
+/* A sync holds the fetcher (no new fetch, no write) for at most this long at a stretch, so
+   an instance that is always syncing still enriches. */
+#define ENRICH_HOLD_MAX_MS 10000
 
 struct enrich_fetch {                  /* one transfer in flight */
     CURL *curl;
@@ -84,6 +87,8 @@ struct enrich {
 
 static struct enrich *running;
 static atomic_int state = ENRICH_DISABLED;
+static atomic_int holds;               /* syncs running in this process (enrich_hold) */
+static atomic_long hold_since_ms;
 
 static const char *const state_names[] = {"disabled", "closed", "open", "half_open"};
 
@@ -97,6 +102,21 @@ static long now_ms(void)
 enum enrich_state enrich_state(void)
 {
     return (enum enrich_state)atomic_load(&state);
+}
+
+void enrich_hold(int on)
+{
+    if (!on) {
+        atomic_fetch_sub(&holds, 1);
+        return;
+    }
+    if (atomic_fetch_add(&holds, 1) == 0)
+        atomic_store(&hold_since_ms, now_ms());
+}
+
+static int held(long now)
+{
+    return atomic_load(&holds) > 0 && now - atomic_load(&hold_since_ms) < ENRICH_HOLD_MAX_MS;
 }
 
 static void set_state(enum enrich_state s)
@@ -301,7 +321,7 @@ static int start_fetch(struct enrich *e, const struct enrich_item *it, long now)
 
 static int may_start(const struct enrich *e, long now)
 {
-    if (now < e->pause_until_ms)
+    if (now < e->pause_until_ms || held(now))
         return 0;
     enum enrich_state s = enrich_state();
     if (s == ENRICH_OPEN)
@@ -463,7 +483,8 @@ static void collect(struct enrich *e, long now)
         circuit_observe(e, unwell, now);
     }
     int enough = e->nresults >= (e->conf->metadata_concurrency + 1) / 2;
-    if (e->nresults && (enough || e->inflight == 0 || now - e->results_since_ms >= ENRICH_FLUSH_MS))
+    int due = enough || e->inflight == 0 || now - e->results_since_ms >= ENRICH_FLUSH_MS;
+    if (e->nresults && due && (!held(now) || e->nresults >= ENRICH_MAX_BATCH))
         flush(e);
     if (pause_s > 0) {
         long max = (long)e->conf->metadata_lease_s;
@@ -495,12 +516,14 @@ static long wait_ms(const struct enrich *e, long now)
         next = now + ENRICH_MAX_WAIT_MS;
     if (e->nresults && e->results_since_ms + ENRICH_FLUSH_MS < next)
         next = e->results_since_ms + ENRICH_FLUSH_MS;
+    if (held(now) && next > now + ENRICH_FLUSH_MS)
+        next = now + ENRICH_FLUSH_MS;          /* look again soon: the sync may be over */
     return next - now < 1 ? 1 : next - now;
 }
 
 static int may_claim(const struct enrich *e, long now)
 {
-    return e->L && e->next_pending >= e->npending && now >= e->next_claim_ms &&
+    return e->L && !held(now) && e->next_pending >= e->npending && now >= e->next_claim_ms &&
            now >= e->pause_until_ms && enrich_state() != ENRICH_OPEN &&
            e->inflight < e->conf->metadata_concurrency;
 }
@@ -608,9 +631,17 @@ static int l_state(lua_State *L)
     return 1;
 }
 
+/* host.enrichment.hold(true | false) */
+static int l_hold(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TBOOLEAN);
+    enrich_hold(lua_toboolean(L, 1));
+    return 0;
+}
+
 int enrich_luaopen(lua_State *L)
 {
-    static const luaL_Reg funcs[] = {{"state", l_state}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"state", l_state}, {"hold", l_hold}, {NULL, NULL}};
     luaL_newlib(L, funcs);
     return 1;
 }

@@ -24,6 +24,13 @@ int enrich_start(const struct conf *c, char *err, size_t errlen);
 /* Stops the thread: transfers in flight are abandoned and their leases released. */
 void enrich_stop(void);
 enum enrich_state enrich_state(void);
-/* Pushes the host.enrichment table: state() -> "disabled" | "closed" | "open" | "half_open". */
+/*
+** A sync of this process begins (on = 1) or ends (on = 0): while any runs, the fetcher
+** starts no fetch, claims nothing and defers its writes (for at most 10 s at a stretch).
+** Thread-safe; every begin must be matched by one end.
+*/
+void enrich_hold(int on);
+/* Pushes the host.enrichment table: state() -> "disabled" | "closed" | "open" | "half_open",
+   hold(boolean) -> enrich_hold. */
 int enrich_luaopen(lua_State *L);
 #endif

@@ -628,10 +628,7 @@ local function retryable(err)
                                     find(err, "(SQLSTATE 40001)", 1, true) ~= nil)
 end
 
--- Imports prep for user_id with the token jti. Returns {sync_id, imported, new_to_catalog,
--- changed, removed, library, wishlist, warnings}. Raises 401 (token errors found under
--- the row lock), 503, or a database error; nothing is written then.
-function _M.run(user_id, jti, prep)
+local function import(user_id, jti, prep)
   local attempt = 1
   while true do
     local ok, res = pcall(db.tx, import_tx, user_id, jti, prep)
@@ -644,6 +641,20 @@ function _M.run(user_id, jti, prep)
     host.log("warn", "sync import for user " .. user_id .. " retried after: " .. tostring(res))
     attempt = attempt + 1
   end
+end
+
+-- Imports prep for user_id with the token jti. Returns {sync_id, imported, new_to_catalog,
+-- changed, removed, library, wishlist, warnings, queued}. Raises 401 (token errors found
+-- under the row lock), 503, or a database error; nothing is written then. While it runs,
+-- this instance's metadata fetcher starts nothing new (host.enrichment.hold): the sync a
+-- user waits for goes first, the background work after.
+function _M.run(user_id, jti, prep)
+  local hold = host.enrichment.hold
+  hold(true)
+  local ok, res = pcall(import, user_id, jti, prep)
+  hold(false)
+  if not ok then error(res, 0) end
+  return res
 end
 
 -- Writes the sync_history row of a failed attempt (outside any transaction: the failed
