@@ -21,7 +21,7 @@ local MODE = os.getenv("BENCH_MODE") or "enrich"
 local N = tonumber(os.getenv("BENCH_TITLES") or "10000")
 local RUNS = tonumber(os.getenv("BENCH_RUNS") or "3")
 local SALT = tonumber(os.getenv("BENCH_SALT") or "1")
-local encode, decode = host.json.encode, host.json.decode
+local encode = host.json.encode
 
 assert(host.pg.connect(assert(os.getenv("DATABASE_URL"))))
 local function q(sql, ...) return assert(host.pg.query(sql, ...)) end
@@ -52,35 +52,7 @@ local function queue(n, prefix)
       INSERT INTO enrich_queue (asin, region) SELECT asin, 'us' FROM c]], n, prefix)
 end
 
-local function request(method, path, opts)
-  opts = opts or {}
-  local res, err = host.http.request{ method = method, url = URL .. path, headers = opts.headers or {},
-                                      body = opts.body, timeout_ms = 120000 }
-  assert(res, err)
-  return res
-end
-
-local function login(email)
-  local res = request("POST", "/auth/dev/login", {
-    headers = { ["Content-Type"] = "application/json", Origin = URL },
-    body = encode({ email = email, name = "bench" }) })
-  assert(res.status == 200, res.body)
-  for _, c in ipairs(res.cookies or {}) do
-    local name, value = c:match("^%s*([^=;]+)=([^;]*)")
-    if name == "shelfsync_session" then return name .. "=" .. value end
-  end
-  error("no session cookie")
-end
-
-local function sync_ms(cookie, body)
-  local tok = decode(request("POST", "/api/sync/token", { headers = { Cookie = cookie, Origin = URL } }).body).token
-  local t0 = host.clock_ms()
-  local res = request("POST", "/api/sync/import", {
-    headers = { Authorization = "Bearer " .. tok, ["Content-Type"] = "application/json" }, body = body })
-  local ms = host.clock_ms() - t0
-  assert(res.status == 200, res.body:sub(1, 300))
-  return ms
-end
+local client = require("bench.client")(URL)
 
 if MODE == "enrich" then
   queue(N, "E" .. SALT)
@@ -109,8 +81,8 @@ else
     local salt = SALT * 100 + run
     local items = lib.extension_items(lib.generate(N, { seed = salt, salt = salt * 1000 }))
     local body = lib.payload(items, encode)
-    local user = login(string.format("sync-%d-%d@bench.example", SALT, run))
-    times[run] = sync_ms(user, body)
+    local user = client.login(string.format("sync-%d-%d@bench.example", SALT, run))
+    times[run] = client.sync(user, body)
     if background then assert(depth() > 0, "the fetcher finished before the sync: queue more titles") end
   end
   table.sort(times)

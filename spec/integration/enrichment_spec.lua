@@ -29,6 +29,18 @@ local function env(provider, extra)
   return e
 end
 
+-- A fake provider and a fresh world whose server uses it (for a describe's setup), and
+-- their end (for its teardown).
+local function start_world(names, extra)
+  local provider = fake.start()
+  return provider, h.fresh_world(names, { env = env(provider, extra) })
+end
+
+local function stop_world(provider, w)
+  if w then w.srv:stop() end
+  if provider then provider:stop() end
+end
+
 -- What the audioshlf extension sends: ASIN, title, source, progress; empty name lists.
 local function ext_item(asin, extra)
   local it = { asin = asin, title = "Title " .. asin, source = "LIBRARY", authors = {},
@@ -81,15 +93,8 @@ end
 describe("enrichment", function()
   local provider, w
 
-  setup(function()
-    provider = fake.start()
-    w = h.fresh_world({ "alice", "bob" }, { env = env(provider) })
-  end)
-
-  teardown(function()
-    if w then w.srv:stop() end
-    if provider then provider:stop() end
-  end)
+  setup(function() provider, w = start_world({ "alice", "bob" }) end)
+  teardown(function() stop_world(provider, w) end)
 
   before_each(function() provider:reset() end)
 
@@ -260,15 +265,8 @@ end)
 describe("titles by ASIN, manual and hidden entries", function()
   local provider, w
 
-  setup(function()
-    provider = fake.start()
-    w = h.fresh_world({ "dave", "erin" }, { env = env(provider, { SHELFSYNC_METADATA_MAX_ATTEMPTS = "1" }) })
-  end)
-
-  teardown(function()
-    if w then w.srv:stop() end
-    if provider then provider:stop() end
-  end)
+  setup(function() provider, w = start_world({ "dave", "erin" }, { SHELFSYNC_METADATA_MAX_ATTEMPTS = "1" }) end)
+  teardown(function() stop_world(provider, w) end)
 
   before_each(function() provider:reset() end)
 
@@ -389,17 +387,10 @@ end)
 describe("enrichment circuit breaker", function()
   local provider, w
 
-  setup(function()
-    provider = fake.start()
-    w = h.fresh_world({ "carol" }, { env = env(provider, {
+  setup(function() provider, w = start_world({ "carol" }, {
       SHELFSYNC_METADATA_CIRCUIT_FAILURES = "3", SHELFSYNC_METADATA_MAX_ATTEMPTS = "50",
-      SHELFSYNC_METADATA_CONCURRENCY = "1" }) })
-  end)
-
-  teardown(function()
-    if w then w.srv:stop() end
-    if provider then provider:stop() end
-  end)
+      SHELFSYNC_METADATA_CONCURRENCY = "1" }) end)
+  teardown(function() stop_world(provider, w) end)
 
   it("stops calling a failing provider, shows degraded, keeps syncs working, and recovers", function()
     provider:fault("*", "server_error")

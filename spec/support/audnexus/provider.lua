@@ -9,8 +9,6 @@
 --   p:state()                                  -- {requests = {asin = n}, total, regions, max_in_flight}
 --   p:reset()
 --   p:stop()
--- The pid file lives in the test run's folder, so scripts/test.sh kills a provider a
--- crashed spec left behind.
 local h = require("spec.support.helpers")
 
 local _M = {}
@@ -22,21 +20,11 @@ local DIR = h.root .. "/spec/support/audnexus"
 
 function _M.start(opts)
   opts = opts or {}
-  local id = h.host.crypto.hex(h.host.crypto.random(4))
-  local out = h.test_dir .. "/audnexus-" .. id .. ".out"
-  local pidfile = h.test_dir .. "/audnexus-" .. id .. ".pid"
-  local flags = " --latency-ms " .. tostring(opts.latency_ms or 0)
+  local flags = "--latency-ms " .. tostring(opts.latency_ms or 0)
   if opts.generate == false then flags = flags .. " --no-generate" end
-  h.exec(string.format("cd %s && node provider.js%s >%s 2>&1 & echo $! > %s",
-    h.shell_quote(DIR), flags, h.shell_quote(out), h.shell_quote(pidfile)))
-  local pid = h.wait_until(function() return (h.read_file(pidfile) or ""):match("%d+") end, 5, "provider pid")
-  local line = h.wait_until(function()
-    local text = h.read_file(out) or ""
-    if text:find("Error") then error("fake provider failed:\n" .. text) end
-    return text:match("^(%b{})\n")
-  end, 15, "the fake metadata provider to listen")
-  local info = h.host.json.decode(line)
-  return setmetatable({ pid = pid, pidfile = pidfile, out = out, port = info.port, url = info.url }, Provider)
+  local p = h.start_node(DIR, "provider.js", flags, "the fake metadata provider")
+  return setmetatable({ pid = p.pid, pidfile = p.pidfile, out = p.out, port = p.info.port,
+                        url = p.info.url }, Provider)
 end
 
 local function call(self, method, path, body)
@@ -72,8 +60,7 @@ function Provider:reset()
 end
 
 function Provider:stop()
-  h.exec("kill " .. self.pid .. " 2>/dev/null")
-  os.remove(self.pidfile)
+  h.stop_node(self, "the fake metadata provider")
 end
 
 return _M
