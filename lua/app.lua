@@ -3,7 +3,7 @@
 --   handle(req)   one request -> one response table (see doc/ARCHITECTURE.md)
 --   cleanup()     periodic housekeeping: every route file's `cleanup` function
 --   routes()      what C needs to know of each route before its body arrives (below)
---   enrich_claim(n, owner), enrich_done(results, owner), enrich_release(asins, delay_ms, owner)
+--   enrich_claim(n, owner), enrich_done(results), enrich_release(asins, delay_ms, owner)
 --                 the metadata fetcher's calls (core/enrich.c), see lua/enrichment.lua
 local _M = {}
 
