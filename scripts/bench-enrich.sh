@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make bench-enrich: the metadata fetcher against the local Audnexus stand-in answering in
-# 20 ms (spec/support/audnexus/provider.js), with metadata_rate_per_s out of the way:
+# 20 ms (spec/support/audnexus/provider.mjs), with metadata_rate_per_s out of the way:
 #   1. 10,000 queued titles: titles enriched per second, the server's CPU time per title;
 #   2. a 10,000-title first sync with the fetcher idle (no provider configured) and while
 #      it works through another 10,000 queued titles (median of 3 each).
@@ -10,7 +10,7 @@ source "$(dirname "$0")/bench-lib.sh"
 bench_database "shelfsync_bench_$$"
 
 LATENCY=${BENCH_LATENCY_MS:-20}
-(cd spec/support/audnexus && exec node provider.js --latency-ms "$LATENCY") >"$WORK/provider.out" 2>&1 &
+(cd spec/support/audnexus && exec node provider.mjs --latency-ms "$LATENCY") >"$WORK/provider.out" 2>&1 &
 PROVIDER_PID=$!
 trap 'kill $PROVIDER_PID 2>/dev/null || true; bench_cleanup' EXIT
 for _ in $(seq 1 100); do grep -q '"port"' "$WORK/provider.out" 2>/dev/null && break; sleep 0.1; done

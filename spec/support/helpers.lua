@@ -264,7 +264,7 @@ end
 -- folder, so scripts/test.sh kills a stand-in a crashed spec left behind.
 function _M.start_node(dir, script, args, what)
   local id = host.crypto.hex(host.crypto.random(4))
-  local name = script:gsub("%.js$", "")
+  local name = script:gsub("%.m?js$", "")
   local out = TEST_DIR .. "/" .. name .. "-" .. id .. ".out"
   local pidfile = TEST_DIR .. "/" .. name .. "-" .. id .. ".pid"
   _M.exec(string.format("cd %s && node %s %s >%s 2>&1 & echo $! > %s", shell_quote(dir),

@@ -1,7 +1,7 @@
--- The local Audnexus stand-in (provider.js) from specs and benchmarks.
+-- The local Audnexus stand-in (provider.mjs) from specs and benchmarks.
 --
 --   local fake = require("spec.support.audnexus.provider")
---   local p = fake.start{ latency_ms = 0, generate = true }   -- node provider.js, free port
+--   local p = fake.start{ latency_ms = 0, generate = true }   -- node provider.mjs, free port
 --   p.url                                      -- metadata_provider_url for the server
 --   p:book(asin, {...})                        -- answer this JSON for asin
 --   p:fault(asin_or_star, "server_error", {times = 2, retry_after = 1, delay_ms = 3000})
@@ -22,7 +22,7 @@ function _M.start(opts)
   opts = opts or {}
   local flags = "--latency-ms " .. tostring(opts.latency_ms or 0)
   if opts.generate == false then flags = flags .. " --no-generate" end
-  local p = h.start_node(DIR, "provider.js", flags, "the fake metadata provider")
+  local p = h.start_node(DIR, "provider.mjs", flags, "the fake metadata provider")
   return setmetatable({ pid = p.pid, pidfile = p.pidfile, out = p.out, port = p.info.port,
                         url = p.info.url }, Provider)
 end

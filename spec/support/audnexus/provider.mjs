@@ -2,7 +2,7 @@
 // `make bench-enrich`: GET /books/:asin?region=xx answers the Audnexus book JSON shape.
 // Plain node:http, no packages.
 //
-// Usage: node provider.js [--port N] [--latency-ms N] [--no-generate]
+// Usage: node provider.mjs [--port N] [--latency-ms N] [--no-generate]
 // Listens on 127.0.0.1 and prints one JSON line when ready: {"port":N,"url":"http://..."}.
 //
 // Books: one set with /control/book is answered as given; any other ASIN gets a generated
