@@ -38,10 +38,25 @@ local null = json.null
 
 local NAME = { type = "string", max_len = 200 }
 
+-- source: one of the entry sources, or several joined by commas ("LIBRARY,MANUAL": what
+-- the listener has), cleaned to the list.
+local SOURCES = { LIBRARY = true, WISHLIST = true, MANUAL = true }
+local function sources(v)
+  local list = {}
+  for part in string.gmatch(v, "[^,]+") do
+    part = gsub(part, "^%s*(.-)%s*$", "%1")
+    if not SOURCES[part] then return nil end
+    list[#list + 1] = part
+  end
+  if not list[1] then return nil end
+  return list
+end
+
 -- The filters shared by GET /api/library and GET /api/library/facets. An empty value
 -- ("author=") means no filter, as a form that sends every field would have it.
 local FILTER_FIELDS = {
-  source   = { type = "string", upper = true, enum = { "LIBRARY", "WISHLIST", "MANUAL" } },
+  source   = { type = "string", upper = true, check = sources,
+               message = "must be LIBRARY, WISHLIST or MANUAL, or several of them joined by commas" },
   hidden   = { type = "string", lower = true, enum = { "false", "true", "any" } },
   q        = { type = "string", max_len = 200 },
   author   = NAME,
@@ -164,7 +179,7 @@ end
 local function filters(b, user_id, p)
   local w = { "ul.user_id = " .. b:arg(user_id), "ul.removed_at IS NULL" }
   local catalog = false
-  if p.source then w[#w + 1] = "ul.source = " .. b:arg(p.source) .. "::library_source" end
+  if p.source then w[#w + 1] = "ul.source = ANY(" .. b:arg(p.source) .. "::library_source[])" end
   -- Hidden entries (PATCH /api/library/:asin) only when asked for.
   if p.hidden == "true" then
     w[#w + 1] = "ul.hidden"

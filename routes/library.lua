@@ -28,13 +28,14 @@
 --
 -- GET /api/library parameters (an empty value is the same as an absent one; any other
 -- parameter is a 400, so a misspelt filter never silently shows the whole library):
---   source    LIBRARY | WISHLIST
+--   source    LIBRARY | WISHLIST | MANUAL, or several joined by commas (LIBRARY,MANUAL)
 --   q         search in title, subtitle, authors, narrators and series name: case- and
 --             accent-insensitive, typo-tolerant (pg_trgm word similarity), %, _ and \
 --             literal; best matches first unless another sort is asked for
 --   author, narrator, category   exact, case-insensitive match on one element of the list
 --   series, language             exact, case-insensitive
 --   finished  true (progress 100) | false (anything less)
+--   hidden    false (default: entries shown) | true (only hidden ones) | any
 --   sort      dateAdded (default; newest first) | title | author | releaseDate | rating |
 --             duration | progress | series (name, then position 1, 2, 2.5, 3, 10) |
 --             relevance (the default with q)

@@ -306,6 +306,9 @@ describe("titles by ASIN, manual and hidden entries", function()
         #res.json.title.authors })
     assert.equals(1, w.dave:get("/api/me").json.counts.manual)
     assert.same({ "B0ADDD0001" }, library_asins(w.dave, "?source=MANUAL"))
+    assert.same({ "B0ADDD0001", "B0LOOK0001" }, library_asins(w.dave, "?source=library,MANUAL"))
+    assert.same({ status = 400, error = "invalid_parameter" },
+      h.error_of(w.dave:get("/api/library?source=LIBRARY,NOPE")))
   end)
 
   it("refuses a title already in the library (409), an unknown one (404) and a bad body (422)", function()
