@@ -13,7 +13,7 @@ OBJS     := $(SRCS:core/%.c=$(BUILD)/obj/%.o)
 BIN_OBJS := $(filter-out $(BUILD)/obj/luamod.o,$(OBJS))
 MOD_OBJS := $(filter-out $(BUILD)/obj/main.o,$(OBJS))
 
-.PHONY: all build deps run test test-asan check clean help bench-db bench-sync bench-api bench-web pg-start pg-stop
+.PHONY: all build deps run test test-asan check clean help bench-db bench-sync bench-api bench-web bench-enrich pg-start pg-stop
 
 all: build
 
@@ -63,6 +63,8 @@ bench-api: deps build
 	@bash scripts/bench-api.sh
 bench-web: deps build   ## the web app in headless Chromium, 5,000 titles (first grid, search redraw, bytes)
 	@bash scripts/bench-web.sh
+bench-enrich: deps build   ## the metadata fetcher against the local provider (figures in bench/RESULTS.md)
+	@bash scripts/bench-enrich.sh
 
 clean:
 	rm -rf build build-asan

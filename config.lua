@@ -50,6 +50,23 @@ return {
   sync_max_titles = 100000,
   sync_warning_cap = 100,
 
+  -- Title metadata (issue 12): an Audnexus-compatible provider fills the shared catalog in
+  -- the background (GET <url>/books/<asin>?region=<marketplace>). Empty: no enrichment.
+  metadata_provider_url = "https://api.audnex.us",
+  metadata_marketplace = "us",    -- region of users who chose none: us uk de fr ca au it es jp in
+  metadata_refresh_days = 30,     -- a title's metadata older than this is fetched again
+  metadata_concurrency = 4,       -- fetches in flight per instance
+  metadata_rate_per_s = 5,        -- fetches started per second per instance
+  metadata_timeout_ms = 10000,    -- one background fetch
+  metadata_lookup_timeout_ms = 4000, -- GET /api/lookup/:asin and POST /api/library ask the provider
+  metadata_max_bytes = 1048576,   -- a larger answer is refused (and retried like a failure)
+  metadata_max_attempts = 5,      -- failed fetches before a title waits for its refresh date
+  metadata_backoff_ms = 30000,    -- first retry delay after a failure; doubles per attempt, with jitter
+  metadata_circuit_failures = 5,  -- consecutive failures that stop calls to the provider...
+  metadata_circuit_open_ms = 60000, -- ...for this long, then one probe decides
+  metadata_poll_ms = 2000,        -- how often an idle instance looks at the queue
+  metadata_lease_s = 300,         -- how long a claimed title is kept from other instances
+
   -- Housekeeping
   cleanup_interval_s = 3600,      -- expired tokens and sessions
 

@@ -35,48 +35,8 @@ local function vmhwm_mib()
   return kb and tonumber(kb) / 1024 or nil
 end
 
-local function request(method, path, opts)
-  opts = opts or {}
-  local res, err = host.http.request{
-    method = method, url = URL .. path, headers = opts.headers or {}, body = opts.body,
-    timeout_ms = 120000,
-  }
-  assert(res, err)
-  return res
-end
-
--- A signed-in user: the dev-login session cookie.
-local function login(email)
-  local res = request("POST", "/auth/dev/login", {
-    headers = { ["Content-Type"] = "application/json", Origin = URL },
-    body = encode({ email = email, name = email:match("^[^@]+") }),
-  })
-  assert(res.status == 200, "dev login failed: " .. res.status .. " " .. res.body)
-  for _, c in ipairs(res.cookies or {}) do
-    local name, value = c:match("^%s*([^=;]+)=([^;]*)")
-    if name == "shelfsync_session" then return name .. "=" .. value end
-  end
-  error("no session cookie")
-end
-
-local function token(cookie)
-  local res = request("POST", "/api/sync/token", { headers = { Cookie = cookie, Origin = URL } })
-  assert(res.status == 200, "token: " .. res.status .. " " .. res.body)
-  return host.json.decode(res.body).token
-end
-
--- One timed import; returns ms and the decoded answer.
-local function sync(cookie, body)
-  local tok = token(cookie)
-  local t0 = host.clock_ms()
-  local res = request("POST", "/api/sync/import", {
-    headers = { Authorization = "Bearer " .. tok, ["Content-Type"] = "application/json" },
-    body = body,
-  })
-  local ms = host.clock_ms() - t0
-  assert(res.status == 200, "import: " .. res.status .. " " .. res.body:sub(1, 500))
-  return ms, host.json.decode(res.body)
-end
+local client = require("bench.client")(URL)
+local login, sync = client.login, client.sync
 
 local function median(t)
   table.sort(t)

@@ -93,6 +93,21 @@ static const struct conf_key conf_keys[] = {
     NUM("cleanup_interval_s", CONF_INT, AT(cleanup_interval_s), 0, 604800),  /* 0: off */
     /* Operators */
     STR("metrics_token", NO_FIELD, 1),
+    /* Title metadata (core/enrich.c, lua/enrichment.lua) */
+    STR("metadata_provider_url", AT(metadata_provider_url), 0),   /* "": no enrichment */
+    STR("metadata_marketplace", NO_FIELD, 0),
+    NUM("metadata_refresh_days", CONF_INT, NO_FIELD, 1, 3650),
+    NUM("metadata_concurrency", CONF_INT, AT(metadata_concurrency), 1, 64),
+    NUM("metadata_rate_per_s", CONF_INT, AT(metadata_rate_per_s), 1, 1000000),
+    NUM("metadata_timeout_ms", CONF_INT, AT(metadata_timeout_ms), 1, 600000),
+    NUM("metadata_lookup_timeout_ms", CONF_INT, NO_FIELD, 1, 600000),
+    NUM("metadata_max_bytes", CONF_SIZE, AT(metadata_max_bytes), 1, 1LL << 30),
+    NUM("metadata_max_attempts", CONF_INT, NO_FIELD, 1, 1000),
+    NUM("metadata_backoff_ms", CONF_INT, NO_FIELD, 1, 86400000),
+    NUM("metadata_circuit_failures", CONF_INT, AT(metadata_circuit_failures), 1, 1000000),
+    NUM("metadata_circuit_open_ms", CONF_INT, AT(metadata_circuit_open_ms), 1, 86400000),
+    NUM("metadata_poll_ms", CONF_INT, AT(metadata_poll_ms), 1, 3600000),
+    NUM("metadata_lease_s", CONF_INT, AT(metadata_lease_s), 1, 86400),
 };
 
 #define NKEYS (sizeof conf_keys / sizeof conf_keys[0])
@@ -540,5 +555,6 @@ void conf_free(struct conf *c)
     free(c->cover_image_hosts);
     free(c->json);
     free(c->json_redacted);
+    free(c->metadata_provider_url);
     memset(c, 0, sizeof *c);
 }

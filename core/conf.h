@@ -32,6 +32,16 @@ struct conf {
     char *cover_image_hosts;      /* owned: space-separated CSP sources for img-src */
     char *json;                   /* owned: the whole resolved table as JSON, for host.config */
     char *json_redacted;          /* owned: the same with every secret replaced by "(set)" */
+    /* Title metadata enrichment (core/enrich.c); every metadata_* key is in conf.c's conf_keys. */
+    char *metadata_provider_url;  /* owned; "" disables enrichment */
+    int metadata_concurrency;     /* fetches in flight per instance */
+    int metadata_rate_per_s;      /* fetches started per second per instance */
+    int metadata_timeout_ms;      /* one fetch, in total */
+    size_t metadata_max_bytes;    /* a larger answer is refused */
+    int metadata_circuit_failures;/* consecutive failures that open the circuit */
+    int metadata_circuit_open_ms; /* how long it stays open before one probe */
+    int metadata_poll_ms;         /* how often an idle fetcher looks at the queue */
+    int metadata_lease_s;         /* how long a claimed title is kept from other instances */
 };
 
 /*

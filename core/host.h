@@ -12,6 +12,7 @@ int pg_luaopen(lua_State *L);      /* host.pg     (pg.c)     */
 int jwt_luaopen(lua_State *L);     /* host.jwt    (jwt.c)    */
 int httpc_luaopen(lua_State *L);   /* host.http   (httpc.c)  */
 int gzip_luaopen(lua_State *L);    /* host.gzip   (gzip.c)   */
+int enrich_luaopen(lua_State *L);  /* host.enrichment (enrich.c) */
 
 /*
 ** Pushes a new `host` table: every binding above, plus host.config (decoded from

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "enrich.h"
 #include "http_server.h"
 #include "log.h"
 #include "metrics.h"
@@ -179,6 +180,8 @@ static int cmd_serve(struct conf *c)
         reload_stop();
         return 1;
     }
+    if (enrich_start(c, err, sizeof err) < 0)
+        log_error("%s; serving without title enrichment", err);
     write_port_file(http_server_port(srv));
     metrics_set_gauge("workers", c->workers);
     log_info("shelfsync %s listening on http://%s:%d with %d workers", SHELFSYNC_VERSION,
@@ -204,6 +207,7 @@ static int cmd_serve(struct conf *c)
     log_info("shutting down: no new connections, finishing in-flight requests");
     http_server_quiesce(srv);
     drain_inflight(srv, c->shutdown_grace_s);
+    enrich_stop();
     worker_pool_stop(pool);     /* answers anything still queued and resumes it */
     http_server_stop(srv);
     reload_stop();

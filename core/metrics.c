@@ -13,6 +13,8 @@
 
 #define MAX_SERIES 512
 #define MAX_GAUGES 16
+#define MAX_COUNTERS 32
+#define MAX_HISTOGRAMS 4
 static const double buckets_ms[] = {1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
 #define NBUCKETS (sizeof buckets_ms / sizeof buckets_ms[0])
 
@@ -30,12 +32,30 @@ struct gauge {
     double value;
 };
 
+struct counter {
+    char name[48];
+    char label[24];
+    char value[32];
+    double value_n;
+};
+
+struct histogram {
+    char name[48];
+    unsigned long count;
+    double sum_ms;
+    unsigned long buckets[NBUCKETS];
+};
+
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct series series[MAX_SERIES];
 static size_t nseries;
 static unsigned long dropped;
 static struct gauge gauges[MAX_GAUGES];
 static size_t ngauges;
+static struct counter counters[MAX_COUNTERS];
+static size_t ncounters;
+static struct histogram histograms[MAX_HISTOGRAMS];
+static size_t nhistograms;
 
 static struct series *find(const char *method, const char *route, int status)
 {
@@ -80,6 +100,50 @@ void metrics_set_gauge(const char *name, double value)
         snprintf(gauges[ngauges++].name, sizeof gauges[0].name, "%s", name);
     if (i < ngauges)
         gauges[i].value = value;
+    pthread_mutex_unlock(&lock);
+}
+
+void metrics_count(const char *name, const char *label, const char *value, double n)
+{
+    pthread_mutex_lock(&lock);
+    size_t i = 0;
+    while (i < ncounters && (strcmp(counters[i].name, name) || strcmp(counters[i].label, label) ||
+                             strcmp(counters[i].value, value)))
+        i++;
+    if (i == ncounters && ncounters < MAX_COUNTERS) {
+        struct counter *c = &counters[ncounters++];
+        snprintf(c->name, sizeof c->name, "%s", name);
+        snprintf(c->label, sizeof c->label, "%s", label);
+        snprintf(c->value, sizeof c->value, "%s", value);
+        for (char *p = c->value; *p; p++)       /* label values must not close their quotes */
+            if (*p == '"' || *p == '\\' || *p == '\n')
+                *p = '_';
+    }
+    if (i < ncounters)
+        counters[i].value_n += n;
+    else
+        dropped++;
+    pthread_mutex_unlock(&lock);
+}
+
+void metrics_histogram(const char *name, double ms)
+{
+    pthread_mutex_lock(&lock);
+    size_t i = 0;
+    while (i < nhistograms && strcmp(histograms[i].name, name))
+        i++;
+    if (i == nhistograms && nhistograms < MAX_HISTOGRAMS)
+        snprintf(histograms[nhistograms++].name, sizeof histograms[0].name, "%s", name);
+    if (i < nhistograms) {
+        struct histogram *h = &histograms[i];
+        h->count++;
+        h->sum_ms += ms;
+        for (size_t b = 0; b < NBUCKETS; b++)
+            if (ms <= buckets_ms[b])
+                h->buckets[b]++;
+    } else {
+        dropped++;
+    }
     pthread_mutex_unlock(&lock);
 }
 
@@ -146,6 +210,27 @@ char *metrics_render(void)
     }
     put(&o, "# HELP shelfsync_series_dropped_total Observations not recorded: the series table is full.\n"
             "# TYPE shelfsync_series_dropped_total counter\nshelfsync_series_dropped_total %lu\n", dropped);
+    for (size_t i = 0; i < ncounters; i++) {     /* one block per name, in first-seen order */
+        size_t first = 0;
+        while (strcmp(counters[first].name, counters[i].name))
+            first++;
+        if (first != i)
+            continue;
+        put(&o, "# TYPE shelfsync_%s counter\n", counters[i].name);
+        for (size_t j = i; j < ncounters; j++) {
+            const struct counter *c = &counters[j];
+            if (!strcmp(c->name, counters[i].name))
+                put(&o, "shelfsync_%s{%s=\"%s\"} %g\n", c->name, c->label, c->value, c->value_n);
+        }
+    }
+    for (size_t i = 0; i < nhistograms; i++) {
+        const struct histogram *h = &histograms[i];
+        put(&o, "# TYPE shelfsync_%s histogram\n", h->name);
+        for (size_t b = 0; b < NBUCKETS; b++)
+            put(&o, "shelfsync_%s_bucket{le=\"%g\"} %lu\n", h->name, buckets_ms[b], h->buckets[b]);
+        put(&o, "shelfsync_%s_bucket{le=\"+Inf\"} %lu\nshelfsync_%s_sum %.3f\nshelfsync_%s_count %lu\n",
+            h->name, h->count, h->name, h->sum_ms, h->name, h->count);
+    }
     for (size_t i = 0; i < ngauges; i++)
         put(&o, "# TYPE shelfsync_%s gauge\nshelfsync_%s %g\n", gauges[i].name, gauges[i].name, gauges[i].value);
     pthread_mutex_unlock(&lock);

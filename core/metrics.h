@@ -14,6 +14,11 @@ void metrics_observe(const char *method, const char *route, int status, double m
 /* Sets a gauge shown as shelfsync_<name> (e.g. "workers"). Thread-safe. */
 void metrics_set_gauge(const char *name, double value);
 
+/* Adds n to the counter shelfsync_<name>{<label>="<value>"}. Thread-safe. */
+void metrics_count(const char *name, const char *label, const char *value, double n);
+/* Records one observation in the histogram shelfsync_<name> (the request latency buckets,
+   milliseconds). Thread-safe. */
+void metrics_histogram(const char *name, double ms);
 /* Renders everything as Prometheus text. Returns a malloc'd string (caller frees) or NULL. */
 char *metrics_render(void);
 

@@ -3,6 +3,8 @@
 --   handle(req)   one request -> one response table (see doc/ARCHITECTURE.md)
 --   cleanup()     periodic housekeeping: every route file's `cleanup` function
 --   routes()      what C needs to know of each route before its body arrives (below)
+--   enrich_claim(n, owner), enrich_done(results), enrich_release(asins, delay_ms, owner)
+--                 the metadata fetcher's calls (core/enrich.c), see lua/enrichment.lua
 local _M = {}
 
 local json = require("json")
@@ -172,6 +174,18 @@ function _M.routes()
     list[i] = { method = r.method, path = r.path, body_limit = r.body_limit, cors = r.cors, auth = r.auth }
   end
   return { routes = list, cors_origins = config.cors_origins }
+end
+
+function _M.enrich_claim(n, owner)
+  return require("enrichment").claim(n, owner)
+end
+
+function _M.enrich_done(results)
+  return require("enrichment").done(results)
+end
+
+function _M.enrich_release(asins, delay_ms, owner)
+  return require("enrichment").release(asins, delay_ms, owner)
 end
 
 -- Exposed for specs and for route files that build responses by hand.

@@ -38,10 +38,26 @@ local null = json.null
 
 local NAME = { type = "string", max_len = 200 }
 
+-- source: one of the entry sources, or several joined by commas ("LIBRARY,MANUAL": what
+-- the listener has), cleaned to the list.
+local SOURCES = { LIBRARY = true, WISHLIST = true, MANUAL = true }
+local function sources(v)
+  local list = {}
+  for part in string.gmatch(v, "[^,]+") do
+    part = gsub(part, "^%s*(.-)%s*$", "%1")
+    if not SOURCES[part] then return nil end
+    list[#list + 1] = part
+  end
+  if not list[1] then return nil end
+  return list
+end
+
 -- The filters shared by GET /api/library and GET /api/library/facets. An empty value
 -- ("author=") means no filter, as a form that sends every field would have it.
 local FILTER_FIELDS = {
-  source   = { type = "string", upper = true, enum = { "LIBRARY", "WISHLIST" } },
+  source   = { type = "string", upper = true, check = sources,
+               message = "must be LIBRARY, WISHLIST or MANUAL, or several of them joined by commas" },
+  hidden   = { type = "string", lower = true, enum = { "false", "true", "any" } },
   q        = { type = "string", max_len = 200 },
   author   = NAME,
   narrator = NAME,
@@ -163,7 +179,13 @@ end
 local function filters(b, user_id, p)
   local w = { "ul.user_id = " .. b:arg(user_id), "ul.removed_at IS NULL" }
   local catalog = false
-  if p.source then w[#w + 1] = "ul.source = " .. b:arg(p.source) .. "::library_source" end
+  if p.source then w[#w + 1] = "ul.source = ANY(" .. b:arg(p.source) .. "::library_source[])" end
+  -- Hidden entries (PATCH /api/library/:asin) only when asked for.
+  if p.hidden == "true" then
+    w[#w + 1] = "ul.hidden"
+  elseif p.hidden ~= "any" then
+    w[#w + 1] = "NOT ul.hidden"
+  end
   if p.finished == true then
     w[#w + 1] = "ul.listening_progress = 100"
   elseif p.finished == false then
@@ -280,16 +302,16 @@ end
 
 -- What a subquery must select (from user_library AS ul JOIN title_catalog AS c) for
 -- ENTRY_LATERAL to build an entry from it.
-local ENTRY_COLUMNS = "ul.source, ul.listening_progress, ul.personal_rating, ul.date_added, " ..
+local ENTRY_COLUMNS = "ul.source, ul.listening_progress, ul.personal_rating, ul.date_added, ul.hidden, " ..
   CATALOG_COLUMNS
 
 -- ENTRY (DESIGN.md): {"asin","source","listeningProgress","personalRating","dateAdded",
--- "title":{catalog fields}}, as row e over a subquery s that selected ENTRY_COLUMNS.
+-- "hidden","title":{catalog fields}}, as row e over a subquery s that selected ENTRY_COLUMNS.
 local ENTRY_LATERAL = [[
   CROSS JOIN LATERAL (
     SELECT s.asin, s.source, s.listening_progress AS "listeningProgress",
            s.personal_rating AS "personalRating", ]] .. iso("s.date_added") .. [[ AS "dateAdded",
-           t AS title
+           s.hidden, t AS title
     FROM (SELECT ]] .. _M.title_fields("s") .. [[) AS t
   ) AS e]]
 

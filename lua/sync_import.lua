@@ -36,7 +36,12 @@
 --      item lacks keeps its stored value, and a known entry's dateAdded never moves later
 --      (the extension sends the time of the scrape; an import with real purchase dates can
 --      still move it earlier);
+--      MANUAL entries (added by the user, DESIGN.md "Sources") are never marked removed;
+--      one the payload also brings becomes a synced entry (its source is overwritten);
+--      `hidden` is never written here, so a hidden entry stays hidden across syncs;
 --   5. the token marked used and a sync_history row written.
+-- After the commit, the titles that need provider metadata are queued for the enrichment
+-- (lua/enrichment.lua) in a statement of their own: the sync never waits for it.
 -- A deadlock or serialization failure (which the ordering above should make impossible)
 -- retries the transaction, at most twice.
 local _M = {}
@@ -46,6 +51,7 @@ local json = require("json")
 local errors = require("errors")
 local validate = require("validate")
 local rules = require("sync_rules")
+local enrichment = require("enrichment")
 
 local config = host.config
 local type, ipairs, tostring, tonumber, pcall, error, setmetatable =
@@ -547,7 +553,7 @@ local function library(user_id, prep, title_ids, now)
   local gone, ngone = {}, 0
   for i = 1, #stored do
     local s = stored[i]
-    if not s.removed and not present[s.title_id] then
+    if not s.removed and not present[s.title_id] and s.source ~= "MANUAL" then
       ngone = ngone + 1
       gone[ngone] = s.id
     end
@@ -610,7 +616,7 @@ local function import_tx(user_id, jti, prep)
   return {
     sync_id = h.id, imported = count, new_to_catalog = new_to_catalog, changed = changed,
     removed = removed, library = prep.library, wishlist = prep.wishlist, warnings = warnings,
-    catalog_ms = t1 - t0, library_ms = t2 - t1,
+    catalog_ms = t1 - t0, library_ms = t2 - t1, title_ids = ids,
   }
 end
 
@@ -620,18 +626,33 @@ local function retryable(err)
                                     find(err, "(SQLSTATE 40001)", 1, true) ~= nil)
 end
 
--- Imports prep for user_id with the token jti. Returns {sync_id, imported, new_to_catalog,
--- changed, removed, library, wishlist, warnings}. Raises 401 (token errors found under
--- the row lock), 503, or a database error; nothing is written then.
-function _M.run(user_id, jti, prep)
+local function import(user_id, jti, prep)
   local attempt = 1
   while true do
     local ok, res = pcall(db.tx, import_tx, user_id, jti, prep)
-    if ok then return res end
+    if ok then
+      -- After the commit, in its own statement: the sync never waits for the provider.
+      res.queued = enrichment.enqueue(user_id, res.title_ids)
+      return res
+    end
     if attempt >= 3 or not retryable(res) then error(res, 0) end
     host.log("warn", "sync import for user " .. user_id .. " retried after: " .. tostring(res))
     attempt = attempt + 1
   end
+end
+
+-- Imports prep for user_id with the token jti. Returns {sync_id, imported, new_to_catalog,
+-- changed, removed, library, wishlist, warnings, queued}. Raises 401 (token errors found
+-- under the row lock), 503, or a database error; nothing is written then. While it runs,
+-- this instance's metadata fetcher starts nothing new (host.enrichment.hold): the sync a
+-- user waits for goes first, the background work after.
+function _M.run(user_id, jti, prep)
+  local hold = host.enrichment.hold
+  hold(true)
+  local ok, res = pcall(import, user_id, jti, prep)
+  hold(false)
+  if not ok then error(res, 0) end
+  return res
 end
 
 -- Writes the sync_history row of a failed attempt (outside any transaction: the failed

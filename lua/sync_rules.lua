@@ -48,6 +48,8 @@ local function names(item) return { type = "array", items = item, max_items = 10
 --   column  the column of title_catalog ("series_name")
 --   rule    what a sync accepts for it (validate.lua); nil: a sync never sets it (a field
 --           only the enrichment fills)
+--   provider what the enrichment accepts from the metadata provider (default: rule); the
+--           enrichment's merge (lua/enrichment.lua) writes every field that has one of the two
 --   array   true for a list of names (a NOT NULL text[] column; empty means unknown)
 --   api     false: left out of API answers (default: shown)
 -- From this table come the item rules (ITEM below), the import's columns, row builder and

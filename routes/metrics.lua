@@ -24,7 +24,17 @@ end
 local function metrics(ctx)
   if not authorized(ctx.req) then errors.raise(403, "forbidden", "metrics are for operators") end
   local routes = host.routes_status()
-  local extra = table.concat({
+  -- The queue is shared by every instance: its depth is the database's, not this process's.
+  -- (Left out while the database is down: metrics still answer then.)
+  local ok, q = pcall(db.one, [[SELECT count(*) AS depth, count(*) FILTER (WHERE next_attempt_at <= now()) AS due
+                                FROM enrich_queue]])
+  local queue = ok and table.concat({
+    "# HELP shelfsync_enrichment_queue_depth Titles waiting for the metadata provider (all instances).",
+    "# TYPE shelfsync_enrichment_queue_depth gauge",
+    "shelfsync_enrichment_queue_depth " .. q.depth,
+    "# TYPE shelfsync_enrichment_queue_due gauge",
+    "shelfsync_enrichment_queue_due " .. q.due, "" }, "\n") or ""
+  local extra = queue .. table.concat({
     "# TYPE shelfsync_db_up gauge",
     "shelfsync_db_up " .. (db.ping() and 1 or 0),
     "# TYPE shelfsync_routes_generation gauge",

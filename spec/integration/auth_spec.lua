@@ -102,7 +102,7 @@ describe("Sign in with Google", function()
     assert.equal("Test Listener", me.json.user.name)
     assert.equal("https://lh3.googleusercontent.com/a/test-listener", me.json.user.image)
     assert.truthy(me.json.user.createdAt:match("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$"))
-    assert.same({ library = 0, wishlist = 0 }, me.json.counts)
+    assert.same({ library = 0, wishlist = 0, manual = 0 }, me.json.counts)
 
     -- The token request carried the client secret and the PKCE verifier.
     local last = provider:state().token_requests

@@ -39,7 +39,8 @@ describe("the HTTP host", function()
   it("answers /healthz with the database and routes status", function()
     local res = h.request("GET", srv.url .. "/healthz")
     assert.are.equal(200, res.status)
-    assert.are.same({ status = "ok", db = "ok", routes = { generation = 1, lastError = h.null } }, res.json)
+    assert.are.same({ status = "ok", db = "ok", routes = { generation = 1, lastError = h.null },
+                       enrichment = "disabled" }, res.json)
   end)
 
   it("answers an unknown path with a JSON 404", function()

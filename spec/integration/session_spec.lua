@@ -91,7 +91,7 @@ describe("sessions", function()
       end
       local res = c:get("/api/me")
       assert.equal(200, res.status, res.body)
-      assert.same({ library = 2, wishlist = 1 }, res.json.counts)
+      assert.same({ library = 2, wishlist = 1, manual = 0 }, res.json.counts)
       assert.same(c.user, res.json.user)
     end)
   end)

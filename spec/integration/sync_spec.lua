@@ -412,7 +412,7 @@ describe("Library sync", function()
         assert.same({
           asin = it.asin, source = it.source, listeningProgress = it.listeningProgress,
           personalRating = it.personalRating == 0 and null or it.personalRating,
-          dateAdded = it.dateAdded,
+          dateAdded = it.dateAdded, hidden = false,
           title = {
             asin = it.asin, title = it.title, subtitle = opt(it.subtitle), authors = it.authors,
             narrators = it.narrators, seriesName = opt(it.seriesName),

@@ -188,6 +188,8 @@ function _M.try_start(port, opts)
     SHELFSYNC_LOG_LEVEL = "info",
     SHELFSYNC_ROOT = opts.root or ROOT,
     DATABASE_URL = os.getenv("DATABASE_URL"),
+    -- No enrichment unless a spec points the server at the fake provider.
+    SHELFSYNC_METADATA_PROVIDER_URL = "",
   }
   if os.getenv("SHELFSYNC_ASAN") == "1" then
     env.ASAN_OPTIONS = "detect_leaks=1:log_path=" .. TEST_DIR .. "/server-asan"
@@ -253,6 +255,36 @@ end
 function Server:exit_code()
   local ok, v = pcall(_M.wait_until, function() return _M.read_file(self.exitfile) end, 1, "exit status")
   return ok and tonumber(v:match("%d+")) or nil
+end
+
+-- ---- local stand-ins for outside services (node scripts under spec/support) ----
+
+-- Starts `node <script> <args>` in dir; the script prints one JSON line when it listens.
+-- Returns {pid, pidfile, out, info = that line decoded}. The pid file lives in the run's
+-- folder, so scripts/test.sh kills a stand-in a crashed spec left behind.
+function _M.start_node(dir, script, args, what)
+  local id = host.crypto.hex(host.crypto.random(4))
+  local name = script:gsub("%.m?js$", "")
+  local out = TEST_DIR .. "/" .. name .. "-" .. id .. ".out"
+  local pidfile = TEST_DIR .. "/" .. name .. "-" .. id .. ".pid"
+  _M.exec(string.format("cd %s && node %s %s >%s 2>&1 & echo $! > %s", shell_quote(dir),
+    shell_quote(script), args or "", shell_quote(out), shell_quote(pidfile)))
+  -- The shell creates the file before writing the pid: wait for the digits.
+  local pid = _M.wait_until(function() return (_M.read_file(pidfile) or ""):match("%d+") end, 5, what .. " pid")
+  local line = _M.wait_until(function()
+    local text = _M.read_file(out) or ""
+    if text:find("^Error") or text:find("\nError") then error(what .. " failed:\n" .. text) end
+    return text:match("^(%b{})\n")
+  end, 15, what .. " to listen")
+  return { pid = pid, pidfile = pidfile, out = out, info = host.json.decode(line) }
+end
+
+-- Stops a stand-in start_node started, and waits for it to exit.
+function _M.stop_node(p, what)
+  _M.exec("kill " .. p.pid .. " 2>/dev/null")
+  _M.wait_until(function() return _M.exec("kill -0 " .. p.pid .. " 2>/dev/null") ~= true end, 5,
+    what .. " to exit")
+  os.remove(p.pidfile)
 end
 
 -- ---- a private copy of the script tree, for specs that edit or extend it ----

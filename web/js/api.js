@@ -1,6 +1,7 @@
 // The JSON API client. Every call goes through request(): it answers the parsed JSON or
 // throws an ApiError carrying the API's {error, message, details}. A 503 (the database is
-// down) does not throw: the banner shows, and the request is tried again until it passes.
+// down) does not throw: the banner shows, and the request is tried again until it passes;
+// a 503 with another code (provider_unavailable) throws like any error.
 // A 401 on a page that needs a session sends the visitor to sign in (router.js).
 
 export class ApiError extends Error {
@@ -41,14 +42,16 @@ export async function request(method, path, body) {
     } catch (e) {
       throw new ApiError(0, { error: 'network', message: 'Could not reach shelfsync. Check your connection and try again.' });
     }
-    if (res.status === 503) {
+    const text = res.status === 204 ? '' : await res.text();
+    let json = null;
+    if (text) { try { json = JSON.parse(text); } catch (e) { json = null; } }
+    // Only the database's 503 is the outage the banner is for; another service's
+    // (provider_unavailable: the metadata provider) is the action's own error.
+    if (res.status === 503 && !(json && json.error && json.error !== 'database_unavailable')) {
       await wait(RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)]);
       continue;
     }
     bannerListener(null);
-    const text = res.status === 204 ? '' : await res.text();
-    let json = null;
-    if (text) { try { json = JSON.parse(text); } catch (e) { json = null; } }
     if (res.ok) return json;
     if (res.status === 401 && !path.startsWith('/auth/')) unauthorized();
     throw new ApiError(res.status, json);

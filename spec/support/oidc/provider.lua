@@ -9,8 +9,8 @@
 --   p:state()                                  -- {jwks_fetches, token_requests, ...}
 --   p:reset()
 --   p:stop()
--- The pid file lives in the test run's folder, so scripts/test.sh kills a provider a
--- crashed spec left behind.
+-- h.start_node starts it (the pid file in the run's folder, so scripts/test.sh kills a
+-- provider a crashed spec left behind).
 local h = require("spec.support.helpers")
 
 local _M = {}
@@ -19,28 +19,15 @@ local Provider = {}
 Provider.__index = Provider
 
 local DIR = h.root .. "/spec/support/oidc"
--- h.exec keeps an ASan run's LD_PRELOAD away from node and the shell tools.
-local exec = h.exec
 
 function _M.start()
   if not h.read_file(DIR .. "/node_modules/oauth2-mock-server/package.json") then
     error("spec/support/oidc/node_modules is missing: run `make deps` (npm ci there)")
   end
-  local id = h.host.crypto.hex(h.host.crypto.random(4))
-  local out = h.test_dir .. "/oidc-" .. id .. ".out"
-  local pidfile = h.test_dir .. "/oidc-" .. id .. ".pid"
-  exec(string.format("cd %s && node provider.js >%s 2>&1 & echo $! > %s",
-    h.shell_quote(DIR), h.shell_quote(out), h.shell_quote(pidfile)))
-  -- The shell creates the file before writing the pid: wait for the digits.
-  local pid = h.wait_until(function() return (h.read_file(pidfile) or ""):match("%d+") end, 5, "provider pid")
-  local line = h.wait_until(function()
-    local text = h.read_file(out) or ""
-    if text:find("^Error") or text:find("\nError") then error("provider failed:\n" .. text) end
-    return text:match("^(%b{})\n")
-  end, 15, "the OpenID provider to listen")
-  local info = h.host.json.decode(line)
+  local p = h.start_node(DIR, "provider.js", "", "the OpenID provider")
+  local info = p.info
   return setmetatable({
-    pid = pid, pidfile = pidfile, out = out, port = info.port, url = info.issuer,
+    pid = p.pid, pidfile = p.pidfile, out = p.out, port = info.port, url = info.issuer,
     discovery_url = info.issuer .. "/.well-known/openid-configuration",
   }, Provider)
 end
@@ -77,10 +64,7 @@ function Provider:log()
 end
 
 function Provider:stop()
-  exec("kill " .. self.pid .. " 2>/dev/null")
-  h.wait_until(function() return exec("kill -0 " .. self.pid .. " 2>/dev/null") ~= true end, 5,
-    "the OpenID provider to exit")
-  os.remove(self.pidfile)
+  h.stop_node(self, "the OpenID provider")
 end
 
 return _M

@@ -5,6 +5,8 @@
 import { html, useState, useEffect, useRef } from '../html.js';
 import { get, post } from '../api.js';
 import { ErrorText, relTime, fullDate, num, plural, setTitle } from '../ui.js';
+import { Pending } from '../enrichment.js';
+import { loadMe } from '../session.js';
 
 const POLL_MS = 2000;
 const WATCH_MS = 15 * 60 * 1000;      // the token's life: no import can arrive after it
@@ -115,7 +117,13 @@ function Tops({ title, items, param }) {
 export default function Dashboard({ me }) {
   const [d, setD] = useState(null);
   const [error, setError] = useState(null);
+  const [pending, setPending] = useState(me.enrichment ? me.enrichment.pending : 0);
   const load = () => get('/api/dashboard').then((x) => { setD(x); setError(null); }, setError);
+  // After an import: the new titles' details are being fetched; say so from the fresh count.
+  const imported = () => {
+    load();
+    loadMe(true).then((m) => { if (m && m.enrichment) setPending(m.enrichment.pending); }, () => {});
+  };
   useEffect(() => { setTitle('Dashboard'); load(); }, []);
 
   const name = me.user.name || me.user.email;
@@ -130,7 +138,8 @@ export default function Dashboard({ me }) {
     <p class="muted last-sync">${last
       ? html`Last synced <time datetime=${last.syncedAt} title=${fullDate(last.syncedAt)}>${relTime(last.syncedAt)}</time>`
       : 'Not synced yet'}</p>
-    <${SyncCard} first=${first} totalBefore=${d.counts.total} onImported=${load} />
+    <${SyncCard} first=${first} totalBefore=${d.counts.total} onImported=${imported} />
+    <${Pending} initial=${pending} onProgress=${load} />
     ${!first && html`<section class="stats" aria-label="Your library in numbers">
       <${Stat} label="in your library" value=${num(d.counts.library)} />
       <${Stat} label="on your wishlist" value=${num(d.counts.wishlist)} />

@@ -7,6 +7,7 @@ import { html, useState, useEffect, useRef } from '../html.js';
 import { get, query as qs } from '../api.js';
 import { navigate } from '../router.js';
 import { Cover, ErrorText, Progress, byline, duration, num, plural, setTitle } from '../ui.js';
+import { AddByAsin, Pending } from '../enrichment.js';
 
 const PAGE = 48;
 const DEBOUNCE_MS = 250;
@@ -36,7 +37,7 @@ function urlOf(p) {
 function apiParams(p) {
   const a = {};
   for (const k of API_KEYS) if (p[k]) a[k] = p[k];
-  a.source = a.source || 'LIBRARY';
+  a.source = a.source || 'LIBRARY,MANUAL';     // the Library tab: synced and added by hand
   return a;
 }
 
@@ -97,7 +98,7 @@ function Filters({ p, facets, set, open }) {
   </div>`;
 }
 
-export default function Library({ query }) {
+export default function Library({ query, me }) {
   const p = readParams(query);
   const api = apiParams(p);
   const key = qs(api);
@@ -111,6 +112,7 @@ export default function Library({ query }) {
   const [facets, setFacets] = useState(null);
   const [text, setText] = useState(p.q || '');
   const [filtersOpen, setFiltersOpen] = useState(false);
+  const [tick, setTick] = useState(0);       // bumped to read the view again (details arrived, a title added)
   const seq = useRef(0);
   const debounce = useRef(null);
   const sentinel = useRef(null);
@@ -137,7 +139,7 @@ export default function Library({ query }) {
       setPage({ key, items: r.items, cursor: r.nextCursor, total: r.total });
       setLoading(false);
     }, (e) => { if (mine === seq.current) { setError(e); setLoading(false); } });
-  }, [key]);
+  }, [key, tick]);
 
   // For make bench-web: a new view's first page is on screen (the frame after it rendered).
   useEffect(() => {
@@ -217,6 +219,8 @@ export default function Library({ query }) {
       </div>
     </div>
     <${Filters} p=${p} facets=${facets} set=${set} open=${filtersOpen} />
+    <${AddByAsin} onAdded=${() => setTick(tick + 1)} />
+    <${Pending} initial=${me && me.enrichment && me.enrichment.pending} onProgress=${() => setTick((t) => t + 1)} />
     <p class="count" aria-live="polite">${ready ? plural(page.total, 'title') + (filtered ? ' match' : '') : ''}</p>
     <${ErrorText} error=${error} />
     ${!ready && !error && html`<${Skeleton} list=${list} />`}
