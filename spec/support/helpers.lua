@@ -279,6 +279,13 @@ function _M.start_node(dir, script, args, what)
   return { pid = pid, pidfile = pidfile, out = out, info = host.json.decode(line) }
 end
 
+-- A stand-in's control endpoint (JSON in and out); any answer of 300 or more raises.
+function _M.control(base, method, path, body)
+  local res = assert(_M.request(method, base .. path, body and { json = body } or nil))
+  assert(res.status < 300, method .. " " .. path .. ": " .. res.status .. " " .. res.body)
+  return res.json
+end
+
 -- Stops a stand-in start_node started, and waits for it to exit.
 function _M.stop_node(p, what)
   _M.exec("kill " .. p.pid .. " 2>/dev/null")

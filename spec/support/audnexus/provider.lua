@@ -28,9 +28,7 @@ function _M.start(opts)
 end
 
 local function call(self, method, path, body)
-  local res = assert(h.request(method, self.url .. path, body and { json = body } or nil))
-  assert(res.status < 300, method .. " " .. path .. ": " .. res.status .. " " .. res.body)
-  return res.json
+  return h.control(self.url, method, path, body)
 end
 
 function Provider:book(asin, book)

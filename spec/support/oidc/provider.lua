@@ -33,9 +33,7 @@ function _M.start()
 end
 
 local function call(self, method, path, body)
-  local res = assert(h.request(method, self.url .. path, body and { json = body } or nil))
-  assert(res.status < 300, method .. " " .. path .. ": " .. res.status .. " " .. res.body)
-  return res.json
+  return h.control(self.url, method, path, body)
 end
 
 function Provider:register(client_id, secret, redirect_uris)
