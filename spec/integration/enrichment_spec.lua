@@ -186,7 +186,7 @@ describe("enrichment", function()
       { plain(c.authors), c.cover_image_url, c.duration, plain(c.categories), c.summary, c.metadata_status })
   end)
 
-  it("parks an unknown ASIN (404) until its refresh date, and a later sync does not queue it again", function()
+  it("parks an unknown ASIN (404) until its refresh date: syncs before it do not queue it, one after it does", function()
     local a = "B0NOTF0001"
     provider:fault(a, "not_found")
     sync(w.srv, w.alice, { ext_item(a) })
@@ -196,6 +196,13 @@ describe("enrichment", function()
     sync(w.srv, w.alice, { ext_item(a) })
     assert.is_nil(queued(a))
     assert.equals(1, provider:requests(a))
+    -- past its refresh date (metadata_refresh_days, 30), the next sync asks again
+    assert(h.db().query([[UPDATE title_catalog SET metadata_checked_at = now() - interval '31 days'
+                          WHERE asin = $1]], a))
+    provider:reset()
+    sync(w.srv, w.alice, { ext_item(a) })
+    wait_done({ a })
+    assert.same({ 1, "ok", 1 }, { provider:requests(a), catalog(a).metadata_status, #catalog(a).authors })
   end)
 
   it("waits out a 429 for its Retry-After, then fetches", function()
