@@ -445,13 +445,14 @@ describe("enrichment with two instances", function()
   it("enriches 1,000 queued titles with no title fetched twice", function()
     local list = asins("B0TWO", 1000)
     for i, a in ipairs(list) do list[i] = (a .. "0"):sub(1, 10) end
+    -- both instances up first, so that both look at the queue when it fills
+    local e = env(provider, { SHELFSYNC_METADATA_RATE_PER_S = "1000", SHELFSYNC_METADATA_CONCURRENCY = "8" })
+    servers[1] = h.start_server{ env = e }
+    servers[2] = h.start_server{ env = e }
     assert(h.db().query([[
       WITH c AS (INSERT INTO title_catalog (asin, title)
                  SELECT a, 'Title ' || a FROM unnest($1::text[]) AS a RETURNING asin)
       INSERT INTO enrich_queue (asin, region) SELECT asin, 'us' FROM c]], list))
-    local e = env(provider, { SHELFSYNC_METADATA_RATE_PER_S = "1000", SHELFSYNC_METADATA_CONCURRENCY = "8" })
-    servers[1] = h.start_server{ env = e }
-    servers[2] = h.start_server{ env = e }
     wait_done(list, 60)
     local st = provider:state()
     local twice = {}
