@@ -16,6 +16,7 @@
 #include <lua.h>
 #include <lualib.h>
 #include <lua-cjson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +68,7 @@ static const struct conf_key conf_keys[] = {
     /* Lua */
     NUM("instruction_limit", CONF_LONG, AT(instruction_limit), 1000, 1LL << 40),
     /* PostgreSQL */
-    STR("database_url", AT(database_url), 0),
+    STR("database_url", AT(database_url), 1)   /* may hold a password */,
     NUM("statement_timeout_ms", CONF_INT, AT(statement_timeout_ms), 0, 86400000),
     BOOL("migrate_on_start", AT(migrate_on_start)),
     /* Secrets and identity */
@@ -276,7 +277,8 @@ static int check_value(lua_State *L, int t, const struct conf_key *k, char *err,
     case CONF_BOOL: ok = lua_type(L, -1) == LUA_TBOOLEAN; break;
     case CONF_LIST: ok = lua_type(L, -1) == LUA_TTABLE && is_string_list(L); break;
     default:
-        ok = lua_type(L, -1) == LUA_TNUMBER && lua_numbertointeger(lua_tonumber(L, -1), &v);
+        ok = lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) == floor(lua_tonumber(L, -1)) &&
+             lua_numbertointeger(lua_tonumber(L, -1), &v);
         if (lua_isinteger(L, -1)) {
             v = lua_tointeger(L, -1);
             ok = 1;

@@ -33,7 +33,7 @@
 /* Smaller files gain nothing from gzip; larger ones would hold the polling thread (every
    connection's I/O) while they are compressed: ship a .gz sibling for those. */
 #define GZIP_MIN_BYTES 256
-#define GZIP_MAX_BYTES (2 << 20)
+#define GZIP_MAX_BYTES (64 << 10)
 
 struct web_static {
     char *root;                 /* absolute */
@@ -77,6 +77,8 @@ static const char API_CSP[] = "default-src 'none'; frame-ancestors 'none'";
 
 static int is_app_path(const char *path)
 {
+    while (path[0] == '/' && path[1] == '/')    /* the router ignores empty segments too */
+        path++;
     for (size_t i = 0; i < sizeof LUA_PREFIXES / sizeof *LUA_PREFIXES; i++) {
         size_t n = strlen(LUA_PREFIXES[i]);
         if (!strncmp(path, LUA_PREFIXES[i], n) && (path[n] == '\0' || path[n] == '/'))
@@ -222,18 +224,41 @@ static int queue(struct MHD_Connection *conn, struct MHD_Response *resp, int cod
     return ok == MHD_YES ? 1 : -1;
 }
 
-static int not_found(const struct web_static *ws, struct MHD_Connection *conn, int *status, size_t *bytes)
+static int json_error(const struct web_static *ws, struct MHD_Connection *conn, unsigned code,
+                      const char *body, int *status, size_t *bytes)
 {
-    static const char body[] = "{\"error\":\"not_found\",\"message\":\"no such file\",\"details\":[]}";
-    struct MHD_Response *resp = MHD_create_response_from_buffer(sizeof body - 1, (void *)body,
+    size_t len = strlen(body);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body,
                                                                 MHD_RESPMEM_PERSISTENT);
     if (resp) {
         MHD_add_response_header(resp, "Content-Type", "application/json; charset=utf-8");
         MHD_add_response_header(resp, "Cache-Control", "no-cache");
+        if (code == MHD_HTTP_SERVICE_UNAVAILABLE)
+            MHD_add_response_header(resp, "Retry-After", "1");
         app_headers(ws, resp);
     }
-    *bytes = sizeof body - 1;
-    return queue(conn, resp, MHD_HTTP_NOT_FOUND, status);
+    *bytes = len;
+    return queue(conn, resp, code, status);
+}
+
+static int not_found(const struct web_static *ws, struct MHD_Connection *conn, int *status, size_t *bytes)
+{
+    return json_error(ws, conn, MHD_HTTP_NOT_FOUND,
+                      "{\"error\":\"not_found\",\"message\":\"no such file\",\"details\":[]}", status, bytes);
+}
+
+/* A file that exists but cannot be opened now (out of descriptors, I/O error): not a 404. */
+static int unavailable(const struct web_static *ws, struct MHD_Connection *conn, int *status, size_t *bytes)
+{
+    return json_error(ws, conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+                      "{\"error\":\"unavailable\",\"message\":\"the file cannot be read right now, "
+                      "try again\",\"details\":[]}", status, bytes);
+}
+
+/* errno values after which the path simply names nothing the app may serve. */
+static int is_absent(int e)
+{
+    return e == ENOENT || e == ENOTDIR || e == EXDEV || e == ELOOP || e == ENAMETOOLONG;
 }
 
 /* The body of fd (size bytes) gzip'd, or NULL. */
@@ -335,8 +360,8 @@ int web_static_serve(struct web_static *ws, struct MHD_Connection *conn, const c
     if (!ws || (strcmp(method, "GET") && strcmp(method, "HEAD")) || !is_app_path(url))
         return 0;
     int dirfd = open(ws->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (dirfd < 0)
-        return 0;                               /* no web app: the routes answer */
+    if (dirfd < 0)                              /* no web app: the routes answer */
+        return errno == ENOENT || errno == ENOTDIR ? 0 : unavailable(ws, conn, status, bytes);
     int rc;
     struct stat st;
     if (plain_path(url) < 0) {
@@ -352,8 +377,10 @@ int web_static_serve(struct web_static *ws, struct MHD_Connection *conn, const c
             goto done;
         }
     }
-    rc = fd < 0 ? not_found(ws, conn, status, bytes)
-                : send_file(ws, conn, dirfd, rel, fd, &st, status, bytes);
+    if (fd < 0)
+        rc = is_absent(errno) ? not_found(ws, conn, status, bytes) : unavailable(ws, conn, status, bytes);
+    else
+        rc = send_file(ws, conn, dirfd, rel, fd, &st, status, bytes);
 done:
     close(dirfd);
     return rc;

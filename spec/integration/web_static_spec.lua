@@ -200,6 +200,8 @@ describe("the web app's static files", function()
       assert.are.same({ 404, "not_found", "no such endpoint" },
         { api.status, h.host.json.decode(api.body).error, h.host.json.decode(api.body).message })
       assert.are.equal("unauthenticated", h.host.json.decode(get(srv, "/api/me").body).error)
+      -- empty segments do not hide an API path from the router (it ignores them too)
+      assert.are.equal("unauthenticated", h.host.json.decode(get(srv, "//api/me").body).error)
       assert.are.equal(404, get(srv, "/auth/nothing").status)
       assert.are.equal("ok", h.host.json.decode(get(srv, "/healthz").body).status)
     end)
