@@ -620,10 +620,11 @@ local function import_tx(user_id, jti, prep)
   }
 end
 
--- True for errors worth running the whole transaction again.
+-- Deadlock and serialization failure: worth running the whole transaction again.
+local RETRYABLE = { ["40P01"] = true, ["40001"] = true }
+
 local function retryable(err)
-  return type(err) == "string" and (find(err, "(SQLSTATE 40P01)", 1, true) ~= nil or
-                                    find(err, "(SQLSTATE 40001)", 1, true) ~= nil)
+  return type(err) == "table" and RETRYABLE[err.sqlstate] == true
 end
 
 local function import(user_id, jti, prep)

@@ -173,8 +173,8 @@ local function replace_assignments(owner_id, list_id, assignments, path)
   if unchanged(db.query(CURRENT_ASSIGNMENTS, list_id), ids, assignments) then return false end
   db.query("DELETE FROM tier_assignments WHERE tier_list_id = $1", list_id)
   if #ids > 0 then
-    local ok, msg, sqlstate, info = db.try(INSERT_ASSIGNMENTS, list_id, owner_id, ids, tiers, positions)
-    if not ok then lc.map_write_error(KIND, msg, sqlstate, info, ids, path) end
+    local ok, err = db.try(INSERT_ASSIGNMENTS, list_id, owner_id, ids, tiers, positions)
+    if not ok then lc.map_write_error(KIND, err, ids, path) end
   end
   db.query("UPDATE tier_lists SET items_revision = items_revision + 1 WHERE id = $1", list_id)
   return true
