@@ -80,7 +80,7 @@ static void config_integers(lua_State *L)
             lua_numbertointeger(lua_tonumber(L, -1), &n)) {
             lua_pushvalue(L, -2);
             lua_pushinteger(L, n);
-            lua_rawset(L, -5);  /* replacing an existing key's value is safe during lua_next */
+            lua_rawset(L, -5); /* replacing an existing key's value is safe during lua_next */
         }
         lua_pop(L, 1);
     }
@@ -102,8 +102,8 @@ void host_push(lua_State *L, const char *config_json)
     lua_setfield(L, -2, "array_mt");
 
     static const luaL_Reg funcs[] = {
-        {"log", l_log},         {"traceback", vm_traceback}, {"routes_status", l_routes_status},
-        {"now_ms", l_now_ms},   {"clock_ms", l_clock_ms},   {"metrics", l_metrics},
+        {"log", l_log},       {"traceback", vm_traceback}, {"routes_status", l_routes_status},
+        {"now_ms", l_now_ms}, {"clock_ms", l_clock_ms},    {"metrics", l_metrics},
         {NULL, NULL}};
     luaL_setfuncs(L, funcs, 0);
 

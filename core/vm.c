@@ -73,7 +73,7 @@ int vm_call(lua_State *L, int nargs, int nres, char *err, size_t errlen)
     int rc = lua_pcall(L, nargs, nres, base);
     lua_remove(L, base);
     if (rc != LUA_OK && err) {
-        snprintf(err, errlen, "%s", luaL_tolstring(L, -1, NULL));  /* honours __tostring */
+        snprintf(err, errlen, "%s", luaL_tolstring(L, -1, NULL)); /* honours __tostring */
         lua_pop(L, 1);
     }
     return rc;

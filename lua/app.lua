@@ -11,8 +11,9 @@ local json = require("json")
 local errors = require("errors")
 local router = require("router")
 local cors = require("cors")
+local response = require("response")
 
-local host, type, pairs, ipairs, xpcall, tostring, tointeger = host, type, pairs, ipairs, xpcall, tostring, math.tointeger
+local host, type, ipairs, xpcall, tostring, tointeger = host, type, ipairs, xpcall, tostring, math.tointeger
 local config = host.config
 
 -- "bearer": the handler authenticates an `Authorization: Bearer` token and no cookie is
@@ -64,18 +65,7 @@ end
 
 -- ---- responses ----
 
-local JSON_TYPE = "application/json; charset=utf-8"
-
-local function json_response(status, body, headers)
-  headers = headers or {}
-  headers["Content-Type"] = headers["Content-Type"] or JSON_TYPE
-  headers["Cache-Control"] = headers["Cache-Control"] or "no-store"
-  local text = ""
-  if status ~= 204 and status ~= 304 and body ~= nil then
-    text = type(body) == "string" and body or json.encode(body)
-  end
-  return { status = status, headers = headers, body = text }
-end
+local json_response = response.json
 
 local function error_response(req, status, code, message, details, headers, fields)
   return json_response(status, errors.body(code, message, details, req.request_id, fields), headers)
@@ -187,8 +177,5 @@ end
 function _M.enrich_release(asins, delay_ms, owner)
   return require("enrichment").release(asins, delay_ms, owner)
 end
-
--- Exposed for specs and for route files that build responses by hand.
-_M.json_response = json_response
 
 return _M

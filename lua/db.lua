@@ -22,7 +22,7 @@ local _M = {}
 
 local errors = require("errors")
 
-local error, tostring, type, pcall = error, tostring, type, pcall
+local error, type, pcall = error, type, pcall
 local unpack, pack = table.unpack, table.pack
 
 -- In the server `host` is a global of the sandbox; in specs and tools it is require("host").

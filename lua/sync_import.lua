@@ -54,9 +54,8 @@ local rules = require("sync_rules")
 local enrichment = require("enrichment")
 
 local config = host.config
-local type, ipairs, tostring, tonumber, pcall, error, setmetatable =
-  type, ipairs, tostring, tonumber, pcall, error, setmetatable
-local format, find, sub, gsub = string.format, string.find, string.sub, string.gsub
+local type, ipairs, tostring, pcall, error, setmetatable = type, ipairs, tostring, pcall, error, setmetatable
+local format, sub, gsub = string.format, string.sub, string.gsub
 local sort, concat = table.sort, table.concat
 local clock_ms = host.clock_ms
 local floor = math.floor

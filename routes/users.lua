@@ -23,7 +23,7 @@ local errors = require("errors")
 local validate = require("validate")
 local lc = require("lists_common")
 
-local ipairs, tostring, lower = ipairs, tostring, string.lower
+local ipairs, lower = ipairs, string.lower
 
 local RESERVED = {}
 for _, name in ipairs{

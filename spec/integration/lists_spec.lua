@@ -361,7 +361,7 @@ describe("recommendation lists", function()
       assert.is_nil(ok)
       assert.are.equal("23503", failure.sqlstate)
       local raised
-      local pok, err = pcall(lc.map_write_error, lc.KINDS.list, failure,
+      local pok, err = pcall(lc.map_write_error, failure,
         { "00000000-0000-4000-8000-000000000000", entry }, function(i) return "[" .. (i - 1) .. "]" end)
       assert.is_false(pok)
       assert.is_true(errors.is_http(err))
