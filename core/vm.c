@@ -45,16 +45,23 @@ static void count_hook(lua_State *L, lua_Debug *ar)
         luaL_error(L, "instruction limit exceeded (%d): the handler was stopped", (int)b->limit);
 }
 
+/* Pushes error[key] without metamethods: a handler that raised would lose the error. */
+static int rawget_field(lua_State *L, const char *key)
+{
+    lua_pushstring(L, key);
+    return lua_rawget(L, 1);
+}
+
 int vm_traceback(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL && lua_type(L, 1) == LUA_TTABLE) {
         /* An error as data keeps its identity: callers test its fields (err.sqlstate). An
         ** intentional HTTP error (a status) needs no traceback; any other table gets one. */
-        if (lua_getfield(L, 1, "status") == LUA_TNIL &&
-            lua_getfield(L, 1, "traceback") == LUA_TNIL) {
+        if (rawget_field(L, "status") == LUA_TNIL && rawget_field(L, "traceback") == LUA_TNIL) {
+            lua_pushliteral(L, "traceback");
             luaL_traceback(L, L, "", 1);
-            lua_setfield(L, 1, "traceback");
+            lua_rawset(L, 1);
         }
         lua_settop(L, 1);
         return 1;
@@ -73,8 +80,15 @@ int vm_call(lua_State *L, int nargs, int nres, char *err, size_t errlen)
     int rc = lua_pcall(L, nargs, nres, base);
     lua_remove(L, base);
     if (rc != LUA_OK && err) {
-        snprintf(err, errlen, "%s", luaL_tolstring(L, -1, NULL)); /* honours __tostring */
-        lua_pop(L, 1);
+        int top = lua_gettop(L); /* the error value */
+        const char *m = lua_tostring(L, top);
+        if (m == NULL && lua_istable(L, top)) { /* errors as data carry their message */
+            lua_pushstring(L, "message");
+            if (lua_rawget(L, top) == LUA_TSTRING)
+                m = lua_tostring(L, -1);
+        }
+        snprintf(err, errlen, "%s", m ? m : "(error object is not a string)");
+        lua_settop(L, top);
     }
     return rc;
 }

@@ -23,7 +23,8 @@ void vm_close(lua_State *L);
 /*
 ** The one entry into Lua: pcall of the function below nargs arguments with vm_traceback as
 ** the handler. Returns LUA_OK with nres results pushed, or an error status with the error
-** value pushed and its text (tostring, then the traceback for a string) copied into err.
+** value pushed and its text (a string with its traceback, or a table's `message`) copied
+** into err.
 */
 int vm_call(lua_State *L, int nargs, int nres, char *err, size_t errlen);
 

@@ -159,7 +159,7 @@ describe("db (lua/db.lua)", function()
     assert.is_nil(db.one("SELECT 1 AS x WHERE false"))
   end)
 
-  it("db.query raises a plain error naming the SQLSTATE for a SQL error, db.try returns it", function()
+  it("db.query raises the error table for a SQL error (its tostring names the SQLSTATE), db.try returns it", function()
     local ok, err = pcall(db.query, "SELECT 1/0")
     assert.is_false(ok)
     assert.same({ "22012", "query" }, { err.sqlstate, err.kind })
