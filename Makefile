@@ -13,7 +13,7 @@ OBJS     := $(SRCS:core/%.c=$(BUILD)/obj/%.o)
 BIN_OBJS := $(filter-out $(BUILD)/obj/luamod.o,$(OBJS))
 MOD_OBJS := $(filter-out $(BUILD)/obj/main.o,$(OBJS))
 
-.PHONY: all build deps run test test-asan check clean help bench-db bench-sync bench-api bench-web bench-enrich pg-start pg-stop
+.PHONY: all build deps run test test-asan check lint clean help bench-db bench-sync bench-api bench-web bench-enrich pg-start pg-stop
 
 all: build
 
@@ -49,6 +49,15 @@ test-asan: deps    ## the same specs against an ASan + UBSan build
 
 check: build       ## compile every Lua file (what an operator runs before saving a route)
 	@$(BUILD)/shelfsync check
+
+# The C files predate .clang-format, and reformatting them at once would collide with every
+# open branch: clang-format checks the C lines a branch changes against LINT_BASE.
+LINT_BASE ?= main
+lint: deps         ## luacheck over every Lua file; clang-format over the C lines changed since LINT_BASE (main)
+	@luacheck --no-color -q lua routes spec bench config.lua
+	@out=$$(git clang-format --diff $(LINT_BASE) -- core/ 2>&1); \
+	case "$$out" in ""|*"did not modify"*|*"no modified files"*) echo "clang-format: ok (lines changed since $(LINT_BASE))";; \
+	*) echo "$$out"; echo "clang-format: run 'git clang-format $(LINT_BASE)' to fix the lines above"; exit 1;; esac
 
 pg-start:          ## start the embedded cluster under var/pg
 	@bash scripts/pg.sh start

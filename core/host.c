@@ -22,16 +22,6 @@ static int l_log(lua_State *L)
     return 0;
 }
 
-/* host.traceback(err): for xpcall; tables (intentional errors) pass through unchanged. */
-static int l_traceback(lua_State *L)
-{
-    const char *msg = lua_tostring(L, 1);
-    if (msg == NULL)
-        return 1;
-    luaL_traceback(L, L, msg, 1);
-    return 1;
-}
-
 /* host.routes_status() -> {generation = n, lastError = "file:line: msg" | nil} */
 static int l_routes_status(lua_State *L)
 {
@@ -76,6 +66,26 @@ static void set_binding(lua_State *L, const char *name, int (*open)(lua_State *)
     lua_setfield(L, -2, name);
 }
 
+/*
+** JSON numbers decode as floats: the config's whole numbers (every numeric key is declared
+** a whole number in conf.c) become integers again, so Lua code reads them as conf_load
+** checked them (an integer count, `%d`-formattable, a valid table index).
+*/
+static void config_integers(lua_State *L)
+{
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        lua_Integer n;
+        if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1) &&
+            lua_numbertointeger(lua_tonumber(L, -1), &n)) {
+            lua_pushvalue(L, -2);
+            lua_pushinteger(L, n);
+            lua_rawset(L, -5); /* replacing an existing key's value is safe during lua_next */
+        }
+        lua_pop(L, 1);
+    }
+}
+
 void host_push(lua_State *L, const char *config_json)
 {
     luaL_newmetatable(L, VM_ARRAY_MT);
@@ -92,8 +102,8 @@ void host_push(lua_State *L, const char *config_json)
     lua_setfield(L, -2, "array_mt");
 
     static const luaL_Reg funcs[] = {
-        {"log", l_log},         {"traceback", l_traceback}, {"routes_status", l_routes_status},
-        {"now_ms", l_now_ms},   {"clock_ms", l_clock_ms},   {"metrics", l_metrics},
+        {"log", l_log},       {"traceback", vm_traceback}, {"routes_status", l_routes_status},
+        {"now_ms", l_now_ms}, {"clock_ms", l_clock_ms},    {"metrics", l_metrics},
         {NULL, NULL}};
     luaL_setfuncs(L, funcs, 0);
 
@@ -102,6 +112,7 @@ void host_push(lua_State *L, const char *config_json)
         lua_getfield(L, -1, "decode");
         lua_pushstring(L, config_json);
         lua_call(L, 1, 1);              /* produced by cjson itself: cannot fail */
+        config_integers(L);
         lua_setfield(L, -3, "config");
         lua_pop(L, 1);
     }

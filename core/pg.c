@@ -4,10 +4,10 @@
 ** Lua contract (every function works on the state's connection: the one the
 ** worker attached with pg_attach, or the one host.pg.connect opened):
 **
-**   host.pg.connect(conninfo[, statement_timeout_ms]) -> true | nil, msg, sqlstate, "connection"
+**   host.pg.connect(conninfo[, statement_timeout_ms]) -> true | nil, err
 **       Only in a state without an attached connection (specs, CLI tools). The
 **       connection then belongs to the state (closed when the state is).
-**   host.pg.query(sql, ...) -> rows | nil, msg, sqlstate, kind, info
+**   host.pg.query(sql, ...) -> rows | nil, err
 **       One statement; the varargs are $1..$n, sent as text parameters:
 **       nil / null -> NULL, boolean -> t/f, integer, float (%.17g), string
 **       (a NUL byte is refused), array table -> array literal (elements quoted,
@@ -18,14 +18,18 @@
 **       date -> "YYYY-MM-DD"; arrays -> tables (elements typed alike); NULL ->
 **       null (lightuserdata NULL, == cjson.null); json/jsonb and everything
 **       else -> their text. rows and every array carry the registry metatable
-**       "shelfsync.array". kind is "connection" (the database is unreachable
-**       or the connection died) or "query"; info = {detail=, hint=,
-**       constraint=, table=, column=, position=} where the server said so.
-**   host.pg.upsert(spec) -> results | nil, msg, sqlstate, kind, info
+**       "shelfsync.array".
+**   host.pg.upsert(spec) -> results | nil, err
 **       The batched upsert, see pg_upsert.c.
-**   host.pg.begin() / commit() / rollback() -> true | nil, msg, sqlstate, kind
+**   host.pg.begin() / commit() / rollback() -> true | nil, err
 **   host.pg.in_tx() -> boolean       host.pg.ping() -> true | nil, msg
 **   host.pg.null                      the NULL value
+**
+**   err, a failure as data: {message =, sqlstate = (when known), kind =
+**   "connection" (the database is unreachable or the connection died) or
+**   "query", and detail, hint, constraint, table, column, position where the
+**   server said so}; tostring(err) is "database error: <message> (SQLSTATE
+**   <sqlstate>)". Never send detail to a client: it quotes row values.
 **
 ** Connection handling. The connection is opened on first use and reopened on
 ** the next use after a loss. Before each statement an idle connection is
@@ -124,40 +128,49 @@ static void err_from_result(struct pg_error *e, PGconn *conn, const PGresult *re
     e->position = pos ? atoi(pos) : 0;
 }
 
-/* Pushes nil, msg, sqlstate, kind[, info]; returns the count. */
-static int push_error_info(lua_State *L, const struct pg_error *e, int with_info)
+/* tostring(err): reads like the message database errors always logged. */
+static int error_tostring(lua_State *L)
 {
-    lua_pushnil(L);
-    lua_pushstring(L, e->msg);
-    if (e->sqlstate[0])
-        lua_pushstring(L, e->sqlstate);
+    lua_getfield(L, 1, "message");
+    lua_getfield(L, 1, "sqlstate");
+    if (lua_isstring(L, -1))
+        lua_pushfstring(L, "database error: %s (SQLSTATE %s)", lua_tostring(L, -2),
+                        lua_tostring(L, -1));
     else
-        lua_pushnil(L);
-    lua_pushstring(L, e->kind == PG_KIND_CONNECTION ? "connection" : "query");
-    if (!with_info)
-        return 4;
-    lua_createtable(L, 0, 6);
-#define INFO_FIELD(f)                          \
-    if (e->f[0]) {                         \
-        lua_pushstring(L, e->f);       \
-        lua_setfield(L, -2, #f);       \
-    }
-    INFO_FIELD(detail)
-    INFO_FIELD(hint)
-    INFO_FIELD(constraint)
-    INFO_FIELD(table)
-    INFO_FIELD(column)
-#undef INFO_FIELD
-    if (e->position > 0) {
-        lua_pushinteger(L, e->position);
-        lua_setfield(L, -2, "position");
-    }
-    return 5;
+        lua_pushfstring(L, "database error: %s", luaL_optstring(L, -2, "?"));
+    return 1;
+}
+
+static void set_string(lua_State *L, const char *key, const char *value)
+{
+    if (value[0] == '\0')
+        return;
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, key);
 }
 
 int pg_push_error(lua_State *L, const struct pg_error *e)
 {
-    return push_error_info(L, e, 1);
+    lua_pushnil(L);
+    lua_createtable(L, 0, 9);
+    set_string(L, "message", e->msg);
+    set_string(L, "sqlstate", e->sqlstate);
+    set_string(L, "kind", e->kind == PG_KIND_CONNECTION ? "connection" : "query");
+    set_string(L, "detail", e->detail);
+    set_string(L, "hint", e->hint);
+    set_string(L, "constraint", e->constraint);
+    set_string(L, "table", e->table);
+    set_string(L, "column", e->column);
+    if (e->position > 0) {
+        lua_pushinteger(L, e->position);
+        lua_setfield(L, -2, "position");
+    }
+    if (luaL_newmetatable(L, PG_ERROR_MT)) {
+        lua_pushcfunction(L, error_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_setmetatable(L, -2);
+    return 2;
 }
 
 /* ------------------------------------------------------------ connection */
@@ -479,7 +492,7 @@ static int l_connect(lua_State *L)
     lua_pushlightuserdata(L, *box);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &CONN_KEY);
     if (conn_open(*box, &e) < 0)
-        return push_error_info(L, &e, 0);  /* no info table for connect */
+        return pg_push_error(L, &e);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -545,7 +558,7 @@ static int simple_cmd(lua_State *L, struct pg_conn *c, const char *sql, int flag
     struct pg_error e;
     PGresult *res = pg_exec(c, sql, 0, NULL, flags, &e);
     if (res == NULL)
-        return push_error_info(L, &e, 0);
+        return pg_push_error(L, &e);
     PQclear(res);
     lua_pushboolean(L, 1);
     return 1;
@@ -558,7 +571,7 @@ static int l_begin(lua_State *L)
     struct pg_error e;
     if (c->in_tx || c->tx_lost) {
         pg_err_set(&e, PG_KIND_QUERY, "25001", "a transaction is already open");
-        return push_error_info(L, &e, 0);
+        return pg_push_error(L, &e);
     }
     /* BEGIN has no effect of its own, so it may run on a fresh connection. */
     return simple_cmd(L, c, "BEGIN", EXEC_READ);
@@ -575,11 +588,11 @@ static int l_commit(lua_State *L)
         c->tx_lost = 0;
         pg_err_set(&e, PG_KIND_CONNECTION, "08006",
                 "database connection lost inside the transaction; nothing was committed");
-        return push_error_info(L, &e, 0);
+        return pg_push_error(L, &e);
     }
     if (!c->in_tx) {
         pg_err_set(&e, PG_KIND_QUERY, "25P01", "no transaction is open");
-        return push_error_info(L, &e, 0);
+        return pg_push_error(L, &e);
     }
     if (c->conn && PQtransactionStatus(c->conn) == PQTRANS_INERROR) {
         /* COMMIT would silently roll back: say so instead of returning true. */
@@ -588,7 +601,7 @@ static int l_commit(lua_State *L)
         c->tx_lost = 0;
         pg_err_set(&e, PG_KIND_QUERY, "25P02",
                 "the transaction had failed and was rolled back");
-        return push_error_info(L, &e, 0);
+        return pg_push_error(L, &e);
     }
     n = simple_cmd(L, c, "COMMIT", EXEC_NO_RECONNECT);
     if (c->tx_lost) {  /* lost while committing: the outcome is unknown */
@@ -596,7 +609,7 @@ static int l_commit(lua_State *L)
         lua_pop(L, n);
         pg_err_set(&e, PG_KIND_CONNECTION, "08007",
                 "database connection lost during COMMIT; the outcome is unknown");
-        return push_error_info(L, &e, 0);
+        return pg_push_error(L, &e);
     }
     return n;
 }
@@ -616,7 +629,7 @@ static int l_rollback(lua_State *L)
     res = pg_exec(c, "ROLLBACK", 0, NULL, EXEC_NO_RECONNECT, &e);
     c->tx_lost = 0;  /* a connection lost during ROLLBACK rolled back anyway */
     if (res == NULL && e.kind != PG_KIND_CONNECTION)
-        return push_error_info(L, &e, 0);
+        return pg_push_error(L, &e);
     PQclear(res);
     lua_pushboolean(L, 1);
     return 1;

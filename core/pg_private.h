@@ -17,6 +17,7 @@
 
 #define PG_ARRAY_MT "shelfsync.array"
 #define PG_RESULT_MT "shelfsync.pg.result"
+#define PG_ERROR_MT "shelfsync.pg.error"
 
 enum pg_kind { PG_KIND_NONE = 0, PG_KIND_QUERY, PG_KIND_CONNECTION };
 
@@ -93,7 +94,7 @@ PGresult *pg_exec(struct pg_conn *c, const char *sql, int nparams, const char *c
 /* The connection of L's host.pg (raises when there is none). */
 struct pg_conn *pg_check_conn(lua_State *L);
 
-/* Pushes the failure answer of a host.pg function and returns its count (see pg.c). */
+/* Pushes nil and e as an error table (see pg.c's contract); returns 2. */
 int pg_push_error(lua_State *L, const struct pg_error *e);
 
 /* ------------------------------------------------------------ pg_value.c */

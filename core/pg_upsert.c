@@ -804,7 +804,7 @@ static PGresult *upsert_exec(lua_State *L, struct pg_conn *c, const struct upser
 }
 
 /*
-** host.pg.upsert(spec) -> results | nil, msg, sqlstate, kind, info
+** host.pg.upsert(spec) -> results | nil, err
 **
 ** spec = {table = "title_catalog", key = {"asin"}, columns = {...},
 **         rows = {{asin = ..., ...}, ...}, update = {...}, only_changed = true,

@@ -45,15 +45,29 @@ static void count_hook(lua_State *L, lua_Debug *ar)
         luaL_error(L, "instruction limit exceeded (%d): the handler was stopped", (int)b->limit);
 }
 
-/* Error handler: intentional errors (tables) pass through; others get a traceback. */
-static int msghandler(lua_State *L)
+/* Pushes error[key] without metamethods: a handler that raised would lose the error. */
+static int rawget_field(lua_State *L, const char *key)
+{
+    lua_pushstring(L, key);
+    return lua_rawget(L, 1);
+}
+
+int vm_traceback(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
-    if (msg == NULL) {
-        if (lua_type(L, 1) == LUA_TTABLE)
-            return 1;
-        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    if (msg == NULL && lua_type(L, 1) == LUA_TTABLE) {
+        /* An error as data keeps its identity: callers test its fields (err.sqlstate). An
+        ** intentional HTTP error (a status) needs no traceback; any other table gets one. */
+        if (rawget_field(L, "status") == LUA_TNIL && rawget_field(L, "traceback") == LUA_TNIL) {
+            lua_pushliteral(L, "traceback");
+            luaL_traceback(L, L, "", 1);
+            lua_rawset(L, 1);
+        }
+        lua_settop(L, 1);
+        return 1;
     }
+    if (msg == NULL)
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     luaL_traceback(L, L, msg, 1);
     return 1;
 }
@@ -61,13 +75,20 @@ static int msghandler(lua_State *L)
 int vm_call(lua_State *L, int nargs, int nres, char *err, size_t errlen)
 {
     int base = lua_gettop(L) - nargs;
-    lua_pushcfunction(L, msghandler);
+    lua_pushcfunction(L, vm_traceback);
     lua_insert(L, base);
     int rc = lua_pcall(L, nargs, nres, base);
     lua_remove(L, base);
     if (rc != LUA_OK && err) {
-        const char *m = lua_tostring(L, -1);
-        snprintf(err, errlen, "%s", m ? m : "(error object is a table)");
+        int top = lua_gettop(L); /* the error value */
+        const char *m = lua_tostring(L, top);
+        if (m == NULL && lua_istable(L, top)) { /* errors as data carry their message */
+            lua_pushstring(L, "message");
+            if (lua_rawget(L, top) == LUA_TSTRING)
+                m = lua_tostring(L, -1);
+        }
+        snprintf(err, errlen, "%s", m ? m : "(error object is not a string)");
+        lua_settop(L, top);
     }
     return rc;
 }

@@ -21,12 +21,21 @@ lua_State *vm_new(const struct conf *c, struct scripts *scripts, char *err, size
 void vm_close(lua_State *L);
 
 /*
-** The one entry into Lua: pcall of the function below nargs arguments with a traceback
-** handler. Returns LUA_OK with nres results pushed, or an
-** error status with the error value (a table for intentional errors, else a string with
-** its traceback) pushed and, for strings, copied into err.
+** The one entry into Lua: pcall of the function below nargs arguments with vm_traceback as
+** the handler. Returns LUA_OK with nres results pushed, or an error status with the error
+** value pushed and its text (a string with its traceback, or a table's `message`) copied
+** into err.
 */
 int vm_call(lua_State *L, int nargs, int nres, char *err, size_t errlen);
+
+/*
+** The one traceback handler (vm_call's, and host.traceback for xpcall in Lua). A string
+** error gets the traceback appended. A table passes through unchanged, so errors as data
+** keep their fields; one that is not an intentional HTTP error (no `status`) and has no
+** `traceback` yet gets one as its `traceback` field. Other values become a message naming
+** their type, with the traceback.
+*/
+int vm_traceback(lua_State *L);
 
 /*
 ** The instruction budget. A count hook slows every Lua instruction down, so it is not on

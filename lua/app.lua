@@ -11,8 +11,9 @@ local json = require("json")
 local errors = require("errors")
 local router = require("router")
 local cors = require("cors")
+local response = require("response")
 
-local host, type, pairs, ipairs, xpcall, tostring, tointeger = host, type, pairs, ipairs, xpcall, tostring, math.tointeger
+local host, type, ipairs, xpcall, tostring, tointeger = host, type, ipairs, xpcall, tostring, math.tointeger
 local config = host.config
 
 -- "bearer": the handler authenticates an `Authorization: Bearer` token and no cookie is
@@ -35,7 +36,7 @@ local function check_route(file, i, r)
   if type(r.handler) ~= "function" then error(where .. ": handler must be a function", 0) end
   r.auth = r.auth or "session"
   if not AUTH_MODES[r.auth] then error(where .. ": auth must be none, session, optional or bearer", 0) end
-  -- host.config's numbers come through JSON as floats: 1048576.0 is a whole number too.
+  -- A route may write its limit as a float (1e6): a whole number is accepted as one.
   r.body_limit = tointeger(r.body_limit or config.max_body_bytes)
   if not r.body_limit or r.body_limit < 1 then
     error(where .. ": body_limit must be a positive whole number of bytes", 0)
@@ -64,21 +65,10 @@ end
 
 -- ---- responses ----
 
-local JSON_TYPE = "application/json; charset=utf-8"
+local json_response = response.json
 
-local function json_response(status, body, headers)
-  headers = headers or {}
-  headers["Content-Type"] = headers["Content-Type"] or JSON_TYPE
-  headers["Cache-Control"] = headers["Cache-Control"] or "no-store"
-  local text = ""
-  if status ~= 204 and status ~= 304 and body ~= nil then
-    text = type(body) == "string" and body or json.encode(body)
-  end
-  return { status = status, headers = headers, body = text }
-end
-
-local function error_response(req, status, code, message, details, headers)
-  return json_response(status, errors.body(code, message, details, req.request_id), headers)
+local function error_response(req, status, code, message, details, headers, fields)
+  return json_response(status, errors.body(code, message, details, req.request_id, fields), headers)
 end
 
 -- ---- the request context handed to handlers ----
@@ -145,9 +135,9 @@ function _M.handle(req)
     if ok then
       resp = res
     elseif errors.is_http(res) then
-      resp = error_response(req, res.status, res.code, res.message, res.details, res.headers)
+      resp = error_response(req, res.status, res.code, res.message, res.details, res.headers, res.fields)
     else
-      host.log("error", "request " .. req.request_id .. " " .. method .. " " .. req.path .. ": " .. tostring(res))
+      host.log("error", "request " .. req.request_id .. " " .. method .. " " .. req.path .. ": " .. errors.describe(res))
       resp = error_response(req, 500, "internal_error",
         "the server failed to handle this request (request id " .. req.request_id .. ")")
     end
@@ -161,7 +151,7 @@ end
 function _M.cleanup()
   for _, c in ipairs(cleanups) do
     local ok, err = xpcall(c.fn, host.traceback)
-    if not ok then host.log("error", "cleanup in " .. c.name .. " failed: " .. tostring(err)) end
+    if not ok then host.log("error", "cleanup in " .. c.name .. " failed: " .. errors.describe(err)) end
   end
 end
 
@@ -187,8 +177,5 @@ end
 function _M.enrich_release(asins, delay_ms, owner)
   return require("enrichment").release(asins, delay_ms, owner)
 end
-
--- Exposed for specs and for route files that build responses by hand.
-_M.json_response = json_response
 
 return _M

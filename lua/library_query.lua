@@ -1,12 +1,12 @@
 -- library_query: the SQL behind the library reads (routes/library.lua, routes/titles.lua,
--- routes/dashboard.lua): query parameters, filters, sorts, the keyset cursor, and the
--- conditional JSON answer (ETag / If-None-Match).
+-- routes/dashboard.lua): query parameters, filters, sorts and the keyset cursor. The
+-- answer goes out through response.conditional (ETag / If-None-Match, lua/response.lua).
 --
 --   local lq = require("library_query")
 --   local p = lq.params(lq.LIST_PARAMS, ctx.query)    -- cleaned, or raises 400
 --   local sql, args = lq.page_sql(user_id, p)           -- one statement per page
 --   local body = lq.page_body(p, lq.run(sql, args))
---   return lq.respond(ctx, body)                         -- 200 with ETag, or 304
+--   return response.conditional(ctx, body)               -- 200 with ETag, or 304
 --
 -- Rules of this file:
 -- * Every value from the request travels as a $n parameter. Identifiers and SQL text
@@ -541,42 +541,6 @@ function _M.facets_sql(user_id, p)
       (SELECT count(*) FROM m) AS total
     ) AS d]]
   return sql, b.args
-end
-
--- ---- conditional answers ----
-
--- An entity tag for body: weak (W/), because the C core may send the same JSON gzipped,
--- and a strong tag would have to differ between the two encodings.
-function _M.etag(body)
-  return 'W/"' .. sub(crypto.sha256_hex(body), 1, 32) .. '"'
-end
-
--- True when an If-None-Match header value names tag (weak comparison, RFC 9110 13.1.2).
-function _M.matches(header, tag)
-  if not header then return false end
-  if find(header, "^%s*%*%s*$") then return true end
-  local opaque = sub(tag, 3)                      -- without W/
-  for candidate in header:gmatch("[^,]+") do
-    candidate = gsub(gsub(candidate, "^%s+", ""), "%s+$", "")
-    if sub(candidate, 1, 2) == "W/" then candidate = sub(candidate, 3) end
-    if candidate == opaque then return true end
-  end
-  return false
-end
-
-local CACHE_CONTROL = "private, no-cache"
-
--- The answer to a library read: 200 with the JSON body, an ETag and Cache-Control
--- private (no-cache: the browser revalidates each time, and gets a 304 when nothing
--- changed), or 304 with no body when If-None-Match names the current ETag.
-function _M.respond(ctx, body)
-  local app = require("app")
-  local tag = _M.etag(body)
-  local headers = { ETag = tag, ["Cache-Control"] = CACHE_CONTROL }
-  if _M.matches(ctx.req.headers["if-none-match"], tag) then
-    return app.json_response(304, nil, headers)
-  end
-  return app.json_response(200, body, headers)
 end
 
 -- Runs a statement built here.

@@ -25,9 +25,10 @@ local db = require("db")
 local json = require("json")
 local errors = require("errors")
 local validate = require("validate")
+local response = require("response")
 local lq = require("library_query")
 
-local type, ipairs, tostring, concat = type, ipairs, tostring, table.concat
+local type, ipairs, concat = type, ipairs, table.concat
 local find, match, format = string.find, string.match, string.format
 local null = json.null
 
@@ -218,21 +219,21 @@ end
 -- Inside db.tx, after the writes: runs the deferred checks now (the unique position, the
 -- tier label triggers), so a violation becomes a clean answer instead of a failed commit.
 -- The Lua checks make this a backstop; it maps what the schema enforces.
-function _M.check_constraints(kind)
-  local ok, msg, sqlstate, info = db.try("SET CONSTRAINTS ALL IMMEDIATE")
+function _M.check_constraints()
+  local ok, err = db.try("SET CONSTRAINTS ALL IMMEDIATE")
   if ok then return end
-  _M.map_write_error(kind, msg, sqlstate, info)
+  _M.map_write_error(err)
 end
 
--- Raises the answer for a failed write of members: 23503 (an entry that is not the
--- owner's) -> 422 title_not_in_library, naming the item when the key in the detail is one
--- of `ids` (the entry ids written, in item order; path(i) as for resolve); 23514 tier not
--- in labels -> 422 tier_in_use; anything else -> a plain error (500). The Lua checks come
--- first, so this only answers what a concurrent change let through them.
-function _M.map_write_error(kind, msg, sqlstate, info, ids, path)
-  local constraint = info and info.constraint or ""
+-- Raises the answer for a failed write of members (err: db.try's error table): 23503 (an
+-- entry that is not the owner's) -> 422 title_not_in_library, naming the item when the key
+-- in the detail is one of `ids` (the entry ids written, in item order; path(i) as for
+-- resolve); 23514 tier not in labels -> 422 tier_in_use; anything else -> err itself (500).
+-- The Lua checks come first, so this only answers what a concurrent change let through them.
+function _M.map_write_error(err, ids, path)
+  local sqlstate, constraint = err.sqlstate, err.constraint or ""
   if sqlstate == "23503" and find(constraint, "entry_owner", 1, true) then
-    local entry = match(info.detail or "", "=%([%x-]+, ([%x-]+)%)")
+    local entry = match(err.detail or "", "=%([%x-]+, ([%x-]+)%)")
     local details = {}
     for i, id in ipairs(ids or {}) do
       if id == entry then
@@ -245,8 +246,7 @@ function _M.map_write_error(kind, msg, sqlstate, info, ids, path)
     errors.raise(422, "tier_in_use", "an assignment names a tier that is not one of the labels",
       { { path = "tierLabels", message = "a label that assignments still use was removed" } })
   end
-  error("database error on " .. kind.name .. " write: " .. tostring(msg) ..
-    " (SQLSTATE " .. tostring(sqlstate) .. ")", 0)
+  error(err, 0)
 end
 
 -- ---- JSON ----
@@ -361,11 +361,10 @@ function _M.object_text(pairs_list)
 end
 
 -- A read answer (ETag, 304) and a write answer (no-store).
-_M.respond = lq.respond
+_M.respond = response.conditional
 
 function _M.written(status, body, location)
-  local app = require("app")
-  return app.json_response(status, body, location and { Location = location } or nil)
+  return response.json(status, body, location and { Location = location } or nil)
 end
 
 return _M

@@ -29,7 +29,7 @@ local errors = require("errors")
 
 local http, crypto, jwt = host.http, host.crypto, host.jwt
 local config = host.config
-local type, ipairs, tostring, tonumber = type, ipairs, tostring, tonumber
+local type, ipairs, tostring = type, ipairs, tostring
 local format, byte, gsub, find, match, sub = string.format, string.byte, string.gsub, string.find, string.match, string.sub
 local concat = table.concat
 

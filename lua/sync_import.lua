@@ -54,9 +54,8 @@ local rules = require("sync_rules")
 local enrichment = require("enrichment")
 
 local config = host.config
-local type, ipairs, tostring, tonumber, pcall, error, setmetatable =
-  type, ipairs, tostring, tonumber, pcall, error, setmetatable
-local format, find, sub, gsub = string.format, string.find, string.sub, string.gsub
+local type, ipairs, tostring, pcall, error, setmetatable = type, ipairs, tostring, pcall, error, setmetatable
+local format, sub, gsub = string.format, string.sub, string.gsub
 local sort, concat = table.sort, table.concat
 local clock_ms = host.clock_ms
 local floor = math.floor
@@ -620,10 +619,11 @@ local function import_tx(user_id, jti, prep)
   }
 end
 
--- True for errors worth running the whole transaction again.
+-- Deadlock and serialization failure: worth running the whole transaction again.
+local RETRYABLE = { ["40P01"] = true, ["40001"] = true }
+
 local function retryable(err)
-  return type(err) == "string" and (find(err, "(SQLSTATE 40P01)", 1, true) ~= nil or
-                                    find(err, "(SQLSTATE 40001)", 1, true) ~= nil)
+  return type(err) == "table" and RETRYABLE[err.sqlstate] == true
 end
 
 local function import(user_id, jti, prep)

@@ -10,6 +10,7 @@
 -- Removed entries count nowhere. Top lists: most titles first, then by name in
 -- library_order. Same ETag / 304 behaviour as the library reads.
 local lq = require("library_query")
+local response = require("response")
 
 -- lib: the owned entries, materialized once (the five aggregates below read it); the
 -- counts by source come from user_library alone (an index-only scan).
@@ -42,7 +43,7 @@ local DASHBOARD_SQL = [[
 
 local function dashboard(ctx)
   local rows = lq.run(DASHBOARD_SQL, { n = 1, ctx.user.id })
-  return lq.respond(ctx, rows[1].body)
+  return response.conditional(ctx, rows[1].body)
 end
 
 return {

@@ -49,6 +49,7 @@
 -- {"authors":[{"name","count"}],"narrators":[...],"series":[...],"categories":[...],
 --  "languages":[...],"total":n}.
 local lq = require("library_query")
+local response = require("response")
 local errors = require("errors")
 local db = require("db")
 local validate = require("validate")
@@ -59,13 +60,13 @@ local sync_import = require("sync_import")
 local function list(ctx)
   local p = lq.params(lq.LIST_PARAMS, ctx.query)
   local rows = lq.run(lq.page_sql(ctx.user.id, p))
-  return lq.respond(ctx, lq.page_body(p, rows))
+  return response.conditional(ctx, lq.page_body(p, rows))
 end
 
 local function facets(ctx)
   local p = lq.params(lq.FACET_PARAMS, ctx.query)
   local rows = lq.run(lq.facets_sql(ctx.user.id, p))
-  return lq.respond(ctx, rows[1].body)
+  return response.conditional(ctx, rows[1].body)
 end
 
 local function holders(select_sql)
@@ -92,14 +93,14 @@ local function entry_lists(ctx)
   local asin = lq.asin(ctx.params.asin)
   local rows = lq.run(LISTS_SQL, { n = 2, ctx.user.id, asin })
   if not rows[1] then errors.not_found("library entry") end
-  return lq.respond(ctx, rows[1].body)
+  return response.conditional(ctx, rows[1].body)
 end
 
 local function entry(ctx)
   local asin = lq.asin(ctx.params.asin)
   local rows = lq.run(lq.ENTRY_SQL, { n = 2, ctx.user.id, asin })
   if not rows[1] then errors.not_found("library entry") end
-  return lq.respond(ctx, rows[1].body)
+  return response.conditional(ctx, rows[1].body)
 end
 
 local function unknown_title(asin)
@@ -111,7 +112,7 @@ local function lookup(ctx)
   local asin = lq.asin(ctx.params.asin)
   if not enrichment.ensure(asin, ctx.user.id) then unknown_title(asin) end
   local rows = lq.run(lq.TITLE_SQL, { n = 1, asin })
-  return lq.respond(ctx, rows[1].body)
+  return response.conditional(ctx, rows[1].body)
 end
 
 local function body_of(ctx, rule)

@@ -117,11 +117,11 @@ local function replace_items(owner_id, list_id, items, path)
   if unchanged(db.query(CURRENT_ITEMS, list_id), ids, notes) then return false end
   db.query("DELETE FROM list_items WHERE list_id = $1", list_id)
   if #ids > 0 then
-    local ok, msg, sqlstate, info = db.try(INSERT_ITEMS, list_id, owner_id, ids, notes)
-    if not ok then lc.map_write_error(KIND, msg, sqlstate, info, ids, path) end
+    local ok, err = db.try(INSERT_ITEMS, list_id, owner_id, ids, notes)
+    if not ok then lc.map_write_error(err, ids, path) end
   end
   db.query("UPDATE recommendation_lists SET items_revision = items_revision + 1 WHERE id = $1", list_id)
-  lc.check_constraints(KIND)
+  lc.check_constraints()
   return true
 end
 

@@ -10,6 +10,7 @@
 -- partition). Years are UTC years of dateAdded. Ties go by name (or year) in
 -- library_order. Same ETag / 304 behaviour as the library reads.
 local lq = require("library_query")
+local response = require("response")
 
 local function list(select_sql, order)
   return "(SELECT COALESCE(array_agg(row_to_json(x) ORDER BY " .. order .. "), '{}') FROM ("
@@ -45,7 +46,7 @@ local STATS_SQL = [[
 
 local function stats(ctx)
   local rows = lq.run(STATS_SQL, { n = 1, ctx.user.id })
-  return lq.respond(ctx, rows[1].body)
+  return response.conditional(ctx, rows[1].body)
 end
 
 return {

@@ -36,7 +36,7 @@ local clock_ms = host.clock_ms
 
 local AUDIENCE = "shelfsync-sync"
 local TOKEN_LOCK_CLASS = 0x53594e54     -- "SYNT": token creation, one at a time per user
-local WWW_AUTHENTICATE = 'Bearer realm="shelfsync-sync", error="invalid_token"'
+local UNAUTHORIZED_HEADERS = { ["WWW-Authenticate"] = 'Bearer realm="shelfsync-sync", error="invalid_token"' }
 
 local LIMIT_RULE = validate.compile{ type = "integer", min = 1, max = 100, coerce = true }
 local DEFAULT_HISTORY = 5
@@ -77,10 +77,9 @@ local function create_token(ctx)
   local token, exp = db.tx(issue_token, user_id)
   if not token then
     local wait = (type(exp) == "number" and exp > 0) and exp or 1
-    return 429, errors.body("too_many_tokens",
+    errors.raise(429, "too_many_tokens",
       format("at most %d unused sync tokens at a time; use one or wait until one expires",
-        config.sync_max_unused_tokens), nil, ctx.req.request_id),
-      { ["Retry-After"] = tostring(wait) }
+        config.sync_max_unused_tokens), nil, { ["Retry-After"] = tostring(wait) })
   end
   local last = db.one([[SELECT max(synced_at) AS at FROM sync_history
                         WHERE user_id = $1 AND success]], user_id).at
@@ -99,10 +98,8 @@ end
 -- What the extension reads in `error`, where the code alone does not say it (see above).
 local ERROR_WORDS = { token_already_used = "token already used" }
 
-local function unauthorized(ctx, code, message)
-  local body = errors.body(ERROR_WORDS[code] or code, message, nil, ctx.req.request_id)
-  body.code = code
-  return 401, body, { ["WWW-Authenticate"] = WWW_AUTHENTICATE }
+local function unauthorized(code, message)
+  errors.raise(401, ERROR_WORDS[code] or code, message, nil, UNAUTHORIZED_HEADERS, { code = code })
 end
 
 -- Returns the verified claims, or nil and the 401's code and message, plus the claims when
@@ -184,15 +181,13 @@ local function import(ctx)
   local claims, code, message, authentic = check_token(ctx.req)
   if not claims then
     if authentic then sync_import.record_failure(authentic.sub, message) end
-    return unauthorized(ctx, code, message)
+    unauthorized(code, message)
   end
   local ok, res = xpcall(do_import, host.traceback, ctx, claims)
   if ok then return 200, res end
   local msg, warnings = failure_of(res, ctx.req.request_id)
   sync_import.record_failure(claims.sub, msg, warnings)
-  if errors.is_http(res) and res.status == 401 then
-    return unauthorized(ctx, res.code, res.message)
-  end
+  if errors.is_http(res) and res.status == 401 then unauthorized(res.code, res.message) end
   error(res, 0)
 end
 

@@ -173,8 +173,8 @@ local function replace_assignments(owner_id, list_id, assignments, path)
   if unchanged(db.query(CURRENT_ASSIGNMENTS, list_id), ids, assignments) then return false end
   db.query("DELETE FROM tier_assignments WHERE tier_list_id = $1", list_id)
   if #ids > 0 then
-    local ok, msg, sqlstate, info = db.try(INSERT_ASSIGNMENTS, list_id, owner_id, ids, tiers, positions)
-    if not ok then lc.map_write_error(KIND, msg, sqlstate, info, ids, path) end
+    local ok, err = db.try(INSERT_ASSIGNMENTS, list_id, owner_id, ids, tiers, positions)
+    if not ok then lc.map_write_error(err, ids, path) end
   end
   db.query("UPDATE tier_lists SET items_revision = items_revision + 1 WHERE id = $1", list_id)
   return true
@@ -212,7 +212,7 @@ local function create(ctx)
     local list_id = db.one(INSERT_TIERLIST, user.id, b.title, b.description or null, b.visibility,
       json.array(labels)).id
     if b.assignments then replace_assignments(user.id, list_id, b.assignments, assignments_path) end
-    lc.check_constraints(KIND)
+    lc.check_constraints()
     return list_id, lc.body(KIND, list_id, user)
   end)
   return lc.written(201, body, "/api/tierlists/" .. tostring(id))
@@ -248,7 +248,7 @@ local function update(ctx)
       v ~= nil, v and v.value or null,
       l ~= nil, l and json.array(l.value) or null)
     if b.assignments then replace_assignments(user.id, row.id, b.assignments, assignments_path) end
-    lc.check_constraints(KIND)
+    lc.check_constraints()
     return lc.body(KIND, row.id, user)
   end)
   return lc.written(200, body)
@@ -272,7 +272,7 @@ local function put_assignments(ctx)
     check_assignments(assignments, labels, root_path, details)
     lc.refuse("invalid assignments", details)
     replace_assignments(user.id, row.id, assignments, root_path)
-    lc.check_constraints(KIND)
+    lc.check_constraints()
     return lc.body(KIND, row.id, user)
   end)
   return lc.written(200, body)

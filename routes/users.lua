@@ -23,7 +23,7 @@ local errors = require("errors")
 local validate = require("validate")
 local lc = require("lists_common")
 
-local ipairs, tostring, lower = ipairs, tostring, string.lower
+local ipairs, lower = ipairs, string.lower
 
 local RESERVED = {}
 for _, name in ipairs{
@@ -73,12 +73,12 @@ local function claim(ctx)
   local user = ctx.user
   if db.one(TAKEN_SQL, b.username, user.id) then taken(b.username) end
   -- The unique index has the last word when two users claim one name at the same time.
-  local rows, msg, sqlstate, info = db.try(CLAIM_SQL, user.id, b.username, b.profileVisibility)
+  local rows, err = db.try(CLAIM_SQL, user.id, b.username, b.profileVisibility)
   if not rows then
-    if sqlstate == "23505" and info and info.constraint == "users_username_lower_key" then
+    if err.sqlstate == "23505" and err.constraint == "users_username_lower_key" then
       taken(b.username)
     end
-    error("database error claiming a username: " .. tostring(msg), 0)
+    error(err, 0)
   end
   local row = rows[1]
   return 200, { username = row.username, profileVisibility = row.profile_visibility }

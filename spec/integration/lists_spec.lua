@@ -356,12 +356,12 @@ describe("recommendation lists", function()
       local entry = assert(pg.query([[SELECT ul.id FROM user_library AS ul JOIN title_catalog AS c
         ON c.id = ul.title_id WHERE ul.user_id = $1 AND c.asin = $2]], bob.user.id, theirs[1].asin))[1].id
       -- What the route would write if a concurrent change slipped past its checks.
-      local ok, msg, sqlstate, _, info = pg.query([[INSERT INTO list_items (list_id, user_id, user_library_id, position)
+      local ok, failure = pg.query([[INSERT INTO list_items (list_id, user_id, user_library_id, position)
         VALUES ($1, $2, $3, 1)]], list.id, alice.user.id, entry)
       assert.is_nil(ok)
-      assert.are.equal("23503", sqlstate)
+      assert.are.equal("23503", failure.sqlstate)
       local raised
-      local pok, err = pcall(lc.map_write_error, lc.KINDS.list, msg, sqlstate, info,
+      local pok, err = pcall(lc.map_write_error, failure,
         { "00000000-0000-4000-8000-000000000000", entry }, function(i) return "[" .. (i - 1) .. "]" end)
       assert.is_false(pok)
       assert.is_true(errors.is_http(err))

@@ -12,9 +12,9 @@ local pg
 
 -- Runs one statement that must succeed; returns its rows.
 local function q(sql, ...)
-  local rows, err, state = pg.query(sql, ...)
+  local rows, err = pg.query(sql, ...)
   if not rows then
-    error(("statement failed (%s): %s\n%s"):format(tostring(state), tostring(err), sql), 2)
+    error(("statement failed: %s\n%s"):format(tostring(err), sql), 2)
   end
   return rows
 end
@@ -33,10 +33,10 @@ end
 
 -- Runs one statement that must be refused with sqlstate, by the named constraint.
 local function refuses(state, constraint, sql, ...)
-  local rows, err, got, kind = pg.query(sql, ...)
+  local rows, err = pg.query(sql, ...)
   assert(rows == nil, ("expected %s from %s, the statement succeeded:\n%s"):format(
     state, constraint or "the database", sql))
-  assert.same({ state = state, kind = "query" }, { state = got, kind = kind }, err)
+  assert.same({ state = state, kind = "query" }, { state = err.sqlstate, kind = err.kind }, tostring(err))
   if constraint then
     assert(tostring(err):find(constraint, 1, true),
       ("expected constraint %s, got: %s"):format(constraint, tostring(err)))

@@ -628,6 +628,33 @@ describe("Library sync", function()
                            WHERE asin = ANY($1::text[]) AND cardinality(authors) = 0]], asins).n)
       assert.is_nil((srv:log() or ""):find("deadlock", 1, true))
     end)
+
+    it("runs the import again when its transaction fails with SQLSTATE 40P01, and answers 200", function()
+      local c = h.login(srv, "retry-40p01@example.com")
+      -- A real 40P01 from the server on the first attempt only (a sequence is not rolled
+      -- back with the failed transaction).
+      h.rows("CREATE SEQUENCE spec_retry_seq")
+      h.rows([[CREATE FUNCTION spec_fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN
+                 IF nextval('spec_retry_seq') = 1 THEN
+                   RAISE EXCEPTION 'spec: forced lock failure' USING ERRCODE = '40P01';
+                 END IF;
+                 RETURN NEW;
+               END $$]])
+      h.rows([[CREATE TRIGGER spec_fail_once BEFORE INSERT ON sync_history
+               FOR EACH ROW EXECUTE FUNCTION spec_fail_once()]])
+      finally(function()
+        h.rows("DROP TRIGGER spec_fail_once ON sync_history")
+        h.rows("DROP FUNCTION spec_fail_once()")
+        h.rows("DROP SEQUENCE spec_retry_seq")
+      end)
+      local res = import(srv, token_for(c), lib.generate(5, { seed = 150, salt = 150 }))
+      assert.same({ 200, 5 }, { res.status, res.json and res.json.imported })
+      assert.same({ 2, 5 }, { one("SELECT last_value::int AS n FROM spec_retry_seq").n,
+                              count_active(c.user.id) })
+      assert.matches("retried after: database error: spec: forced lock failure (SQLSTATE 40P01)",
+        srv:log(), 1, true)
+    end)
   end)
 
   describe("sync history", function()

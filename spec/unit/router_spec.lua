@@ -1,4 +1,4 @@
-local h = require("spec.support.helpers")
+require("spec.support.helpers")  -- sets the global `host` the modules expect
 local router = require("router")
 
 describe("router", function()
