@@ -69,6 +69,7 @@ struct request {
     char *body;
     size_t len, cap, limit, seen;   /* limit: the route's body_limit (core/routes.h) */
     enum routes_auth auth;          /* the route's authentication */
+    int routed;                     /* a Lua route matches: the static files do not answer */
     char *allow_origin;             /* owned: its CORS Access-Control-Allow-Origin, or NULL */
     int too_large, dispatched;
     struct MHD_Response *resp;      /* built by the worker */
@@ -340,6 +341,8 @@ static struct MHD_Response *build_response(lua_State *L, struct request *r)
     if (compressible(ctype))
         MHD_add_response_header(resp, "Vary", "Accept-Encoding");
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    if (ctype && !strncmp(ctype, "text/html", 9))
+        web_static_page_headers(r->srv->web, resp);
     web_static_api_headers(resp);
     add_cors(resp, r);
     return resp;
@@ -438,6 +441,7 @@ static int apply_route(struct request *r)
     const struct routes_route *rt = routes_match(t, method, r->path);
     r->limit = rt ? rt->body_limit : r->srv->conf->max_body_bytes;
     r->auth = rt ? rt->auth : ROUTES_AUTH_SESSION;
+    r->routed = rt != NULL;
     const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
     const char *allow = routes_allow_origin(t, rt ? rt->cors : ROUTES_CORS_LISTED, origin);
     r->allow_origin = allow ? strdup(allow) : NULL;
@@ -519,7 +523,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             r->too_large = 1;
             return send_error(r, 413, "payload_too_large", "the request body is over this route's limit");
         }
-        int web = web_static_serve(s->web, conn, r->method, r->path, &r->status, &r->resp_bytes);
+        /* A Lua route comes first: the app pages whose head a route fills (routes/pages.lua). */
+        int web = r->routed ? 0 : web_static_serve(s->web, conn, r->method, r->path, &r->status, &r->resp_bytes);
         if (web)
             snprintf(r->route, sizeof r->route, "(web)");
         return web < 0 ? MHD_NO : MHD_YES;

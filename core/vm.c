@@ -19,6 +19,7 @@
 #include "conf.h"
 #include "host.h"
 #include "scripts.h"
+#include "web_static.h"
 
 #define HOOK_EVERY 1000
 #define REG_APP "shelfsync.app"
@@ -182,6 +183,21 @@ static int l_route_files(lua_State *L)
     return 1;
 }
 
+/* host.web_index() -> the text of the web root's index.html, or nil, "message" */
+static int l_web_index(lua_State *L)
+{
+    size_t len = 0;
+    char *text = web_static_index(lua_tostring(L, lua_upvalueindex(1)), &len);
+    if (!text) {
+        lua_pushnil(L);
+        lua_pushstring(L, "the web app's index.html cannot be read");
+        return 2;
+    }
+    lua_pushlstring(L, text, len);
+    free(text);
+    return 1;
+}
+
 /* ---- the environment ---- */
 
 static const char *const safe_globals[] = {
@@ -267,6 +283,9 @@ static void build_env(lua_State *L, const struct conf *c)
     host_push(L, c->json);
     lua_pushcfunction(L, l_route_files);
     lua_setfield(L, -2, "route_files");
+    lua_pushstring(L, c->web_root);
+    lua_pushcclosure(L, l_web_index, 1);
+    lua_setfield(L, -2, "web_index");
     make_readonly(L, 1);
     lua_setfield(L, env, "host");
 

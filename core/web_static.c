@@ -386,6 +386,42 @@ done:
     return rc;
 }
 
+/* ---- pages answered by Lua ---- */
+
+char *web_static_index(const char *root, size_t *len)
+{
+    struct stat st;
+    char *text = NULL;
+    int dirfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    int fd = dirfd < 0 ? -1 : open_file(root, dirfd, "index.html", &st);
+    if (fd < 0 || !(text = malloc((size_t)st.st_size + 1)))
+        goto fail;
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+        ssize_t n = pread(fd, text + got, (size_t)st.st_size - got, (off_t)got);
+        if (n <= 0)
+            goto fail;
+        got += (size_t)n;
+    }
+    text[got] = '\0';
+    *len = got;
+    close(fd);
+    close(dirfd);
+    return text;
+fail:
+    free(text);
+    if (fd >= 0)
+        close(fd);
+    if (dirfd >= 0)
+        close(dirfd);
+    return NULL;
+}
+
+void web_static_page_headers(const struct web_static *ws, struct MHD_Response *resp)
+{
+    app_headers(ws, resp);
+}
+
 /* ---- headers for everything else ---- */
 
 void web_static_api_headers(struct MHD_Response *resp)

@@ -9,6 +9,8 @@
 ** that names no file, or one that tries to leave the root (`..`, dot files, NUL, symlinks
 ** out of the tree), is a JSON 404. Files are read on every request, so edits show at once.
 ** While the root or its index.html is missing, app paths fall through to the Lua routes.
+** So do app paths a Lua GET route matches (http_server.c asks the route table first): the
+** shared list and profile pages, whose head a route fills for link previews.
 */
 #ifndef SHELFSYNC_WEB_STATIC_H
 #define SHELFSYNC_WEB_STATIC_H
@@ -33,6 +35,19 @@ void web_static_free(struct web_static *ws);
 */
 int web_static_serve(struct web_static *ws, struct MHD_Connection *conn, const char *method,
                      const char *url, int *status, size_t *bytes);
+
+/*
+** The text of <root>/index.html (malloc'd, NUL-terminated, its length in *len), or NULL
+** when it cannot be read. For the Lua routes that answer app pages with a filled-in head
+** (routes/pages.lua, through host.web_index).
+*/
+char *web_static_index(const char *root, size_t *len);
+
+/*
+** The app's headers (its CSP, nosniff, referrer policy), for an HTML page a Lua route built
+** from index.html: the page loads the app's scripts like the static one.
+*/
+void web_static_page_headers(const struct web_static *ws, struct MHD_Response *resp);
 
 /*
 ** The headers every answer that is not the web app's (JSON, redirects, metrics) carries:

@@ -51,6 +51,7 @@ _M.TITLE = { type = "string", max_len = LIMITS.title }
 _M.DESCRIPTION = { type = "string", max_len = LIMITS.description }
 _M.VISIBILITY = { type = "string", upper = true, enum = _M.VISIBILITIES }
 _M.ASIN = require("types").ASIN
+_M.HANDLE = require("types").HANDLE
 
 -- ---- the two kinds: fixed SQL names, never taken from a request ----
 
@@ -137,8 +138,16 @@ local function visible_to(row, user)
   return row.visibility ~= "PRIVATE" and row.owner_status == "active"
 end
 
+-- A list's version: moves with every change of its fields (updated_at) or its members
+-- (items_revision), so a writer that read version v can ask "only if it is still v".
+local function version_sql(alias)
+  return alias .. ".items_revision || '.' || floor(extract(epoch FROM " .. alias
+    .. ".updated_at) * 1000000)::bigint"
+end
+
 local function access_sql(kind, lock)
-  return "SELECT l.id, l.user_id, l.visibility::text AS visibility, u.status AS owner_status"
+  return "SELECT l.id, l.user_id, l.visibility::text AS visibility, u.status AS owner_status, "
+    .. version_sql("l") .. " AS version"
     .. " FROM " .. kind.table .. " AS l JOIN users AS u ON u.id = l.user_id WHERE l.id = $1"
     .. (lock and " FOR UPDATE OF l" or "")
 end
@@ -151,16 +160,44 @@ function _M.for_read(kind, id, user)
   return row
 end
 
+-- The version an If-Match header names ('"v"', W/"v" or v), nil without one; "*" matches
+-- any version.
+local function wanted_version(header)
+  if not header then return nil end
+  local v = match(header, '^%s*W?/?"([^"]*)"%s*$') or match(header, "^%s*(%S+)%s*$")
+  return v or header
+end
+
 -- Inside db.tx: the list row, locked, when `user` owns it; 404 when they may not see it,
 -- 403 when they may see it but not change it. The lock serializes writers of one list.
-function _M.for_write(kind, id, user)
+-- if_match (the request's If-Match header, optional) names the version the writer read:
+-- another version answers 412 version_mismatch, so an edit made elsewhere (another tab) is
+-- never overwritten unknowingly. Its details carry the current version.
+function _M.for_write(kind, id, user, if_match)
   id = _M.id_or_404(kind, id)
   local row = db.one(access_sql(kind, true), id)
   if not row or not visible_to(row, user) then errors.not_found(kind.name) end
   if row.user_id ~= user.id then
     errors.raise(403, "forbidden", "only the owner of this " .. kind.name .. " can change it")
   end
+  local wanted = wanted_version(if_match)
+  if wanted and wanted ~= "*" and wanted ~= row.version then
+    errors.raise(412, "version_mismatch", "this " .. kind.name .. " changed since it was read"
+      .. " (version " .. wanted .. ", now " .. row.version .. "): reload it, or send the current"
+      .. " version to overwrite", { { path = "If-Match", message = "current version is " .. row.version } })
+  end
   return row
+end
+
+-- The user row {id, username} behind a public profile, or nil: an unknown handle, a
+-- PRIVATE profile and a deactivated account are told apart by no one.
+local PROFILE_SQL = [[
+  SELECT id, username FROM users
+  WHERE lower(username) = lower($1) AND profile_visibility = 'PUBLIC' AND status = 'active']]
+
+function _M.public_profile(username)
+  if type(username) ~= "string" or not validate.check(_M.HANDLE, username) then return nil end
+  return db.one(PROFILE_SQL, username)
 end
 
 -- ---- items: ASINs -> the owner's library entries ----
@@ -272,7 +309,8 @@ local TIER_COUNT = [[(SELECT count(*) FROM tier_assignments AS a
 -- The columns every list and tier list answer starts with.
 local function common_columns(count)
   return "l.id, l.title, l.description, l.visibility, " .. count .. ", "
-    .. iso("l.created_at") .. ' AS "createdAt", ' .. iso("l.updated_at") .. ' AS "updatedAt"'
+    .. iso("l.created_at") .. ' AS "createdAt", ' .. iso("l.updated_at") .. ' AS "updatedAt", '
+    .. version_sql("l") .. " AS version"
 end
 
 -- An aggregate of JSON objects in a given order, as json[]: rows of `from_where` each give
@@ -334,9 +372,47 @@ local function summaries_sql(from, columns)
     .. ")::text AS body"
 end
 
-_M.LIST_SUMMARIES_SQL = summaries_sql("recommendation_lists", common_columns(LIST_COUNT))
-_M.TIERLIST_SUMMARIES_SQL = summaries_sql("tier_lists",
-  common_columns(TIER_COUNT) .. ', l.tier_labels AS "tierLabels"')
+-- A summary's cover strip: its first COVERS members as {"asin","title","coverImageUrl"}
+-- (a list in its order, a tier list from its first tier down).
+local COVERS = 4
+local function covers_sql(members, where, order)
+  return "(SELECT COALESCE(json_agg(json_build_object('asin', m.asin, 'title', m.title,"
+    .. " 'coverImageUrl', m.cover_image_url) ORDER BY m.o), '[]') FROM (SELECT c.asin, c.title,"
+    .. " c.cover_image_url, " .. order .. " AS o FROM " .. members .. " AS i"
+    .. " JOIN user_library AS ul ON ul.id = i.user_library_id"
+    .. " JOIN title_catalog AS c ON c.id = ul.title_id"
+    .. " WHERE " .. where .. " ORDER BY 4 LIMIT " .. COVERS .. ") AS m) AS covers"
+end
+
+local LIST_SUMMARY = common_columns(LIST_COUNT) .. ", "
+  .. covers_sql("list_items", "i.list_id = l.id", "i.position")
+local TIERLIST_SUMMARY = common_columns(TIER_COUNT) .. ', l.tier_labels AS "tierLabels", '
+  .. covers_sql("tier_assignments", "i.tier_list_id = l.id",
+    "array_position(l.tier_labels, i.tier) * 2147483648::bigint + i.position")
+
+_M.LIST_SUMMARIES_SQL = summaries_sql("recommendation_lists", LIST_SUMMARY)
+_M.TIERLIST_SUMMARIES_SQL = summaries_sql("tier_lists", TIERLIST_SUMMARY)
+
+-- One summary with its owner (as others see it): $1 = id.
+local function summary_sql(from, columns)
+  return "SELECT row_to_json(r)::text AS body FROM (SELECT " .. columns .. ", " .. OWNER_JSON
+    .. " AS owner FROM " .. from .. " AS l JOIN users AS u ON u.id = l.user_id WHERE l.id = $1) AS r"
+end
+local SUMMARY_SQL = {
+  [_M.KINDS.list] = summary_sql("recommendation_lists", LIST_SUMMARY),
+  [_M.KINDS.tierlist] = summary_sql("tier_lists", TIERLIST_SUMMARY),
+}
+
+-- The summary (decoded, with "owner") of the list `id` when `viewer` (nil: anonymous) may
+-- see it, else nil: what a link preview shows (routes/pages.lua).
+function _M.summary(kind, id, viewer)
+  local ok, row = pcall(_M.for_read, kind, id, viewer)
+  if not ok then
+    if type(row) == "table" and row.status == 404 then return nil end
+    error(row, 0)
+  end
+  return json.decode(db.one(SUMMARY_SQL[kind], row.id).body), row
+end
 
 -- The JSON text of one list or tier list as `viewer` (nil: anonymous) sees it.
 function _M.body(kind, id, viewer)

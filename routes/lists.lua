@@ -10,8 +10,12 @@
 --   PUT    /api/lists/:id/items  owner: [{"asin", "note"?}] replaces the items, in this
 --                                order (positions 1..n) -> LIST
 -- LIST = {"id","title","description","visibility","itemCount","createdAt","updatedAt",
---         "owner":{"username"},"isOwner","items":[{"position","asin","note","inLibrary",
---         "title":{catalog fields}}]}; SUMMARY = the same without owner, isOwner and items.
+--         "version","owner":{"username"},"isOwner","items":[{"position","asin","note",
+--         "inLibrary","title":{catalog fields}}]}; SUMMARY = the same without owner, isOwner
+--         and items, with "covers": the first four titles as {"asin","title","coverImageUrl"}.
+--
+-- Writes (PATCH, PUT, DELETE) may send `If-Match: "<version>"`: when the list has changed
+-- since that version was read, they answer 412 version_mismatch and change nothing.
 --
 -- Items: at most 500, each an ASIN of the owner's library (a title a sync removed stays,
 -- with "inLibrary": false, but cannot be added anew), no ASIN twice, notes of at most 2,000
@@ -157,7 +161,7 @@ local function update(ctx)
   check_items(b.items, items_path)
   local user = ctx.user
   local body = db.tx(function()
-    local row = lc.for_write(KIND, ctx.params.id, user)
+    local row = lc.for_write(KIND, ctx.params.id, user, ctx.req.headers["if-match"])
     local t, d, v = set.title, set.description, set.visibility
     db.query(UPDATE_LIST, row.id,
       t ~= nil, t and t.value or null,
@@ -171,7 +175,7 @@ end
 
 local function destroy(ctx)
   db.tx(function()
-    local row = lc.for_write(KIND, ctx.params.id, ctx.user)
+    local row = lc.for_write(KIND, ctx.params.id, ctx.user, ctx.req.headers["if-match"])
     db.query("DELETE FROM recommendation_lists WHERE id = $1", row.id)
   end)
   return 204
@@ -182,7 +186,7 @@ local function put_items(ctx)
   check_items(items, root_path)
   local user = ctx.user
   local body = db.tx(function()
-    local row = lc.for_write(KIND, ctx.params.id, user)
+    local row = lc.for_write(KIND, ctx.params.id, user, ctx.req.headers["if-match"])
     replace_items(user.id, row.id, items, root_path)
     return lc.body(KIND, row.id, user)
   end)

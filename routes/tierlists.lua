@@ -12,7 +12,9 @@
 -- TIERLIST = {"id","title","description","visibility","assignmentCount","createdAt",
 --   "updatedAt","tierLabels":[...],"owner":{"username"},"isOwner","assignments":[{"asin",
 --   "tier","position","inLibrary","title":{catalog fields}}]}, assignments in label order,
---   then by position. SUMMARY = the same without owner, isOwner and assignments.
+--   then by position; "version" as for lists. SUMMARY = the same without owner, isOwner and
+--   assignments, with "covers" (the first four titles, from the first tier down). Writes take
+--   If-Match as lists' do (412 version_mismatch).
 --
 -- Rules: 1 to 20 labels of 1 to 50 characters (surrounding spaces trimmed), no label twice
 -- (case matters: "S" and "s" are two labels). At most 500 assignments, each an ASIN of the
@@ -232,7 +234,7 @@ local function update(ctx)
   lc.refuse("invalid tier list", details)
   local user = ctx.user
   local body = db.tx(function()
-    local row = lc.for_write(KIND, ctx.params.id, user)
+    local row = lc.for_write(KIND, ctx.params.id, user, ctx.req.headers["if-match"])
     local labels = b.tierLabels or
       db.one("SELECT tier_labels FROM tier_lists WHERE id = $1", row.id).tier_labels
     if b.assignments then
@@ -256,7 +258,7 @@ end
 
 local function destroy(ctx)
   db.tx(function()
-    local row = lc.for_write(KIND, ctx.params.id, ctx.user)
+    local row = lc.for_write(KIND, ctx.params.id, ctx.user, ctx.req.headers["if-match"])
     db.query("DELETE FROM tier_lists WHERE id = $1", row.id)
   end)
   return 204
@@ -267,7 +269,7 @@ local function put_assignments(ctx)
   local details = {}
   local user = ctx.user
   local body = db.tx(function()
-    local row = lc.for_write(KIND, ctx.params.id, user)
+    local row = lc.for_write(KIND, ctx.params.id, user, ctx.req.headers["if-match"])
     local labels = db.one("SELECT tier_labels FROM tier_lists WHERE id = $1", row.id).tier_labels
     check_assignments(assignments, labels, root_path, details)
     lc.refuse("invalid assignments", details)

@@ -34,7 +34,7 @@ for _, name in ipairs{
   "dashboard", "titles", "public", "private", "unlisted", "security", "abuse", "postmaster",
 } do RESERVED[name] = true end
 
-local USERNAME = require("types").HANDLE
+local USERNAME = lc.HANDLE
 
 local CLAIM = validate.compile{
   type = "object", unknown = "reject",
@@ -54,10 +54,6 @@ local CLAIM_SQL = [[
       CASE WHEN username IS NULL THEN 'PUBLIC'::visibility_level ELSE profile_visibility END)
   WHERE id = $1
   RETURNING username, profile_visibility::text AS profile_visibility]]
-
-local PROFILE_SQL = [[
-  SELECT id, username FROM users
-  WHERE lower(username) = lower($1) AND profile_visibility = 'PUBLIC' AND status = 'active']]
 
 local function taken(username)
   errors.raise(409, "username_taken", "the username " .. username .. " is already taken",
@@ -85,9 +81,7 @@ local function claim(ctx)
 end
 
 local function profile(ctx)
-  local name = ctx.params.username
-  local ok = validate.check(USERNAME, name)
-  local row = ok and db.one(PROFILE_SQL, name)
+  local row = lc.public_profile(ctx.params.username)
   if not row then errors.not_found("user") end
   return lc.respond(ctx, lc.object_text{
     { "user", lc.object_text{ { "username", json.encode(row.username) } } },

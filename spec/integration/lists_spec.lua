@@ -20,7 +20,7 @@ describe("recommendation lists", function()
   -- The expected LIST for an answer `got`, with items {item, note} (id and times from got).
   local function expected(got, fields, items, viewer_is_owner)
     local out = {
-      id = got.id, createdAt = got.createdAt, updatedAt = got.updatedAt,
+      id = got.id, createdAt = got.createdAt, updatedAt = got.updatedAt, version = got.version,
       title = fields.title, description = fields.description == nil and null or fields.description,
       visibility = fields.visibility or "PRIVATE",
       owner = { username = fields.username or null },
@@ -299,10 +299,11 @@ describe("recommendation lists", function()
         return res.json.lists
       end
       local got = index()
-      local function summary(list, fields, count, updated)
+      local function summary(list, fields, count, now)
+        now = now or list
         return { id = list.id, title = fields[1], description = fields[2] or null,
           visibility = fields[3], itemCount = count, createdAt = list.createdAt,
-          updatedAt = updated or list.updatedAt }
+          updatedAt = now.updatedAt, version = now.version, covers = fx.covers(now.items) }
       end
       assert.are.same({ summary(c, { "C", nil, "UNLISTED" }, 0), summary(b, { "B", "bee", "PUBLIC" }, 0),
         summary(a, { "A", nil, "PRIVATE" }, 2) }, got)
@@ -311,7 +312,7 @@ describe("recommendation lists", function()
       assert.are.equal(200, res.status, res.body)
       assert.is_true(res.json.updatedAt > a.updatedAt)
       got = index()
-      assert.are.same({ summary(a, { "A", nil, "PRIVATE" }, 1, res.json.updatedAt),
+      assert.are.same({ summary(a, { "A", nil, "PRIVATE" }, 1, res.json),
         summary(c, { "C", nil, "UNLISTED" }, 0), summary(b, { "B", "bee", "PUBLIC" }, 0) }, got)
       -- The same items again change nothing: the order stays.
       local again = carol:put("/api/lists/" .. a.id .. "/items", { { asin = mine[3].asin } })
@@ -462,6 +463,41 @@ describe("recommendation lists", function()
       assert.is_truthy(tag)
       local again = anon:get("/api/lists/" .. lists.PUBLIC.id, { headers = { ["If-None-Match"] = tag } })
       assert.are.equal(304, again.status)
+    end)
+  end)
+
+  describe("If-Match", function()
+    it("writes when the version is the one read, refuses another with 412 and changes nothing", function()
+      local list = create(alice, { title = "Versions", items = { { asin = mine[1].asin } } })
+      local path = "/api/lists/" .. list.id
+      local v1 = list.version
+      -- Tab one saves new items against the version it read: accepted, a new version.
+      local res = alice:put(path .. "/items", { { asin = mine[2].asin } }, { headers = { ["If-Match"] = '"' .. v1 .. '"' } })
+      assert.are.equal(200, res.status, res.body)
+      local v2 = res.json.version
+      assert.are_not.equal(v1, v2)
+      -- Tab two still holds v1: its items, title and delete are refused, naming the current version.
+      for _, try in ipairs{
+        function(hd) return alice:put(path .. "/items", { { asin = mine[3].asin } }, hd) end,
+        function(hd) return alice:patch(path, { title = "Other" }, hd) end,
+        function(hd) return alice:delete(path, hd) end,
+      } do
+        res = try({ headers = { ["If-Match"] = '"' .. v1 .. '"' } })
+        assert.are.same({ error = "version_mismatch", message = "this list changed since it was read (version "
+          .. v1 .. ", now " .. v2 .. "): reload it, or send the current version to overwrite",
+          details = { { path = "If-Match", message = "current version is " .. v2 } },
+          requestId = res.json.requestId }, res.json)
+        assert.are.equal(412, res.status)
+      end
+      local now = alice:get(path).json
+      assert.are.same(expected(now, { title = "Versions", username = now.owner.username }, { { mine[2] } }), now)
+      assert.are.equal(v2, now.version)
+      -- Overwriting: the current version (or *) is accepted; a rename is a new version too.
+      res = alice:patch(path, { title = "Renamed" }, { headers = { ["If-Match"] = 'W/"' .. v2 .. '"' } })
+      assert.are.equal(200, res.status, res.body)
+      assert.are_not.equal(v2, res.json.version)
+      res = alice:put(path .. "/items", { { asin = mine[3].asin } }, { headers = { ["If-Match"] = "*" } })
+      assert.are.equal(200, res.status, res.body)
     end)
   end)
 end)

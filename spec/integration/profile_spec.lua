@@ -113,12 +113,14 @@ describe("usernames and public profiles", function()
 
     local function list_summary(l, count)
       return { id = l.id, title = l.title, description = l.description, visibility = l.visibility,
-        itemCount = count, createdAt = l.createdAt, updatedAt = l.updatedAt }
+        itemCount = count, createdAt = l.createdAt, updatedAt = l.updatedAt, version = l.version,
+        covers = fx.covers(l.items) }
     end
 
     local function tier_summary(l, count)
       return { id = l.id, title = l.title, description = l.description, visibility = l.visibility,
-        tierLabels = l.tierLabels, assignmentCount = count, createdAt = l.createdAt, updatedAt = l.updatedAt }
+        tierLabels = l.tierLabels, assignmentCount = count, createdAt = l.createdAt, updatedAt = l.updatedAt,
+        version = l.version, covers = fx.covers(l.assignments) }
     end
 
     setup(function()

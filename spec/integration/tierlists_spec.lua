@@ -19,7 +19,7 @@ describe("tier lists", function()
   -- in the order the answer must have them.
   local function expected(got, fields, assignments, is_owner)
     local out = {
-      id = got.id, createdAt = got.createdAt, updatedAt = got.updatedAt,
+      id = got.id, createdAt = got.createdAt, updatedAt = got.updatedAt, version = got.version,
       title = fields.title, description = fields.description == nil and null or fields.description,
       visibility = fields.visibility or "PRIVATE", tierLabels = fields.tierLabels or DEFAULT_LABELS,
       owner = { username = null }, isOwner = is_owner ~= false,
@@ -260,9 +260,11 @@ describe("tier lists", function()
       fx.insert(pg, carol.user.id, { mine[1], mine[2] })
       local a = create(carol, { title = "A", tierLabels = { "Hi", "Lo" }, assignments = { assign(mine[1], "Lo", 1) } })
       local b = create(carol, { title = "B", visibility = "PUBLIC" })
-      local function summary(list, title, vis, labels, count, updated)
+      local function summary(list, title, vis, labels, count, now)
+        now = now or list
         return { id = list.id, title = title, description = null, visibility = vis, tierLabels = labels,
-          assignmentCount = count, createdAt = list.createdAt, updatedAt = updated or list.updatedAt }
+          assignmentCount = count, createdAt = list.createdAt, updatedAt = now.updatedAt,
+          version = now.version, covers = fx.covers(now.assignments) }
       end
       local res = carol:get("/api/tierlists")
       assert.are.equal(200, res.status, res.body)
@@ -272,7 +274,7 @@ describe("tier lists", function()
         { assign(mine[1], "Lo", 1), assign(mine[2], "Hi", 1) })
       assert.are.equal(200, put.status, put.body)
       res = carol:get("/api/tierlists")
-      assert.are.same({ tierLists = { summary(a, "A", "PRIVATE", { "Hi", "Lo" }, 2, put.json.updatedAt),
+      assert.are.same({ tierLists = { summary(a, "A", "PRIVATE", { "Hi", "Lo" }, 2, put.json),
         summary(b, "B", "PUBLIC", DEFAULT_LABELS, 0) } }, res.json)
       assert.are.equal('{"tierLists":[]}', h.login(srv, "dave@example.com"):get("/api/tierlists").body)
       assert.are.equal(401, anon:get("/api/tierlists").status)
@@ -342,6 +344,25 @@ describe("tier lists", function()
         assert.are.same(expected(l, { title = "Seen " .. v, visibility = v }, { { mine[7], "A", 1 } }),
           alice:get("/api/tierlists/" .. l.id).json)
       end
+    end)
+  end)
+
+  describe("If-Match", function()
+    it("refuses assignments and labels sent against an older version with 412, changing nothing", function()
+      local list = create(alice, { title = "Versions", assignments = { assign(mine[1], "S", 1) } })
+      local path = "/api/tierlists/" .. list.id
+      local old = { headers = { ["If-Match"] = '"' .. list.version .. '"' } }
+      local res = alice:put(path .. "/assignments", { assign(mine[1], "A", 1) }, old)
+      assert.are.equal(200, res.status, res.body)
+      local now = res.json
+      res = alice:put(path .. "/assignments", { assign(mine[1], "B", 1) }, old)
+      assert.are.equal(412, res.status, res.body)
+      assert.are.equal("version_mismatch", res.json.error)
+      res = alice:patch(path, { tierLabels = { "A", "Z" } }, old)
+      assert.are.equal(412, res.status, res.body)
+      assert.are.same(now, alice:get(path).json)
+      res = alice:patch(path, { tierLabels = { "A", "Z" } }, { headers = { ["If-Match"] = '"' .. now.version .. '"' } })
+      assert.are.equal(200, res.status, res.body)
     end)
   end)
 end)

@@ -513,4 +513,15 @@ end
 
 _M.new_rng = new_rng
 
+-- The "covers" of a list or tier list summary, from the members of its full answer (items
+-- or assignments, in their order): the first four as {asin, title, coverImageUrl}.
+function _M.covers(members)
+  local out = {}
+  for i = 1, math.min(4, #members) do
+    local m = members[i]
+    out[i] = { asin = m.asin, title = m.title.title, coverImageUrl = m.title.coverImageUrl }
+  end
+  return out
+end
+
 return _M
