@@ -1,11 +1,10 @@
 -- The web app in headless Chromium against the real binary and PostgreSQL: the listener's
 -- journey of issue 11, axe-core in both themes, screenshots to build/screenshots/.
 -- spec/browser/journey.mjs drives the browser (puppeteer-core) and reports one result per
--- step; each step is one test here, so the closing "N passed, N failed" counts them.
+-- step; each step is one test here (spec/support/browser.lua).
 local h = require("spec.support.helpers")
 local fx = require("spec.support.library_fixture")
-
-local json = h.host.json
+local browser = require("spec.support.browser")
 
 -- The two uploads (JSON text): a library of 400 titles (one with markup in its summary,
 -- which the title page must show as text), then the same without three titles.
@@ -26,25 +25,7 @@ end
 
 describe("the web app in a browser", function()
   h.reset_db()
-  local srv = h.start_server()
-  local dir = h.test_dir
-  local lib_file, out_file = dir .. "/journey-library.json", dir .. "/journey-results.json"
-  h.write_file(lib_file, uploads())
-  os.remove(out_file)
-  local code, output = h.run(string.format("node %s/spec/browser/journey.mjs %s %s %s",
-    h.shell_quote(h.root), h.shell_quote(srv.url), h.shell_quote(lib_file), h.shell_quote(out_file)))
-  srv:stop()
-  local text = h.read_file(out_file)
-  local results = text and json.decode(text) or { steps = {} }
-
-  it("runs the journey to its end", function()
-    assert.are.equal(0, code, output)
-    assert.is_true(#results.steps >= 15, "steps reported: " .. #results.steps .. "\n" .. output)
-  end)
-
-  for _, s in ipairs(results.steps) do
-    it(s.name, function()
-      assert(s.ok, s.error)
-    end)
+  for _, t in ipairs(browser.journey("spec/browser/journey.mjs", h.start_server(), uploads(), 15)) do
+    it(t.name, t.fn)
   end
 end)

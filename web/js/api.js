@@ -29,8 +29,8 @@ function wait(ms) {
   });
 }
 
-export async function request(method, path, body) {
-  const opts = { method, headers: { Accept: 'application/json' }, credentials: 'same-origin' };
+export async function request(method, path, body, headers) {
+  const opts = { method, headers: { Accept: 'application/json', ...headers }, credentials: 'same-origin' };
   if (body !== undefined) {
     opts.headers['Content-Type'] = 'application/json';
     opts.body = JSON.stringify(body);
@@ -61,6 +61,11 @@ export async function request(method, path, body) {
 export const get = (path) => request('GET', path);
 export const post = (path, body) => request('POST', path, body);
 export const put = (path, body) => request('PUT', path, body);
+export const del = (path) => request('DELETE', path);
+// A write of the version read: the API answers 412 (ApiError status 412) when the resource
+// changed since.
+export const patchIf = (path, body, version) => request('PATCH', path, body, { 'If-Match': `"${version}"` });
+export const patch = (path, body) => request('PATCH', path, body);
 
 // A query string from an object, leaving out empty values.
 export function query(params) {

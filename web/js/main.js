@@ -55,7 +55,7 @@ function TopBar({ me, path }) {
     <a class="brand" href="/dashboard"><img src="/icon.svg" alt="" width="28" height="28" /><span>shelfsync</span></a>
     <nav aria-label="Main">
       ${routes.filter((r) => r.nav).map((r) => html`<a href=${r.path}
-        aria-current=${path === r.path || path.startsWith(r.path + '/') ? 'page' : undefined}>${r.nav}</a>`)}
+        aria-current=${path === r.path || path.startsWith(r.path + '/') || (r.path === '/lists' && path.startsWith('/tierlists/')) ? 'page' : undefined}>${r.nav}</a>`)}
     </nav>
     <div class="menu" ref=${menu}>
       <button type="button" class="avatar" aria-haspopup="true" aria-expanded=${open}
@@ -67,6 +67,15 @@ function TopBar({ me, path }) {
         <${ErrorText} error=${error} />
       </div>`}
     </div>
+  </header>`;
+}
+
+// Signed out on a shared page (a list, a profile): the name, and the way to sign in.
+function PublicBar() {
+  return html`<header class="topbar">
+    <a class="brand" href="/"><img src="/icon.svg" alt="" width="28" height="28" /><span>shelfsync</span></a>
+    <span class="grow"></span>
+    <a class="btn small" href=${'/?next=' + encodeURIComponent(location.pathname)}>Sign in</a>
   </header>`;
 }
 
@@ -118,7 +127,8 @@ function App() {
   return html`
     <a class="skip" href="#main">Skip to content</a>
     <${Banner} />
-    ${state.me && html`<${TopBar} me=${state.me} path=${loc.path} />`}
+    ${state.me ? html`<${TopBar} me=${state.me} path=${loc.path} />`
+      : state.route && state.route.path !== '/' && html`<${PublicBar} />`}
     ${body}`;
 }
 
@@ -130,4 +140,7 @@ document.addEventListener('click', (e) => {
   }
 });
 
-render(html`<${App} />`, document.getElementById('app'));
+// The boot text goes first: Preact would keep it beside the app's own nodes.
+const root = document.getElementById('app');
+root.textContent = '';
+render(html`<${App} />`, root);
