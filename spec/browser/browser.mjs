@@ -88,3 +88,42 @@ export function shotsDir() {
 export function texts(page, sel) {
   return page.$$eval(sel, (els) => els.map((e) => e.textContent.trim()));
 }
+
+// ---- the steps of a driver script (each one busted test, spec/support/browser.lua) ----
+
+export class Failure extends Error {}
+export function check(cond, message) { if (!cond) throw new Failure(message); }
+export function equal(actual, expected, what) {
+  const a = JSON.stringify(actual), e = JSON.stringify(expected);
+  if (a !== e) throw new Failure(`${what}: expected ${e}, got ${a}`);
+}
+
+// A step recorder: step(name, fn) runs fn and records {name, ok, ms, error} in steps.
+// stopOnFailure: once a step failed, the later ones are recorded as not run (they build
+// on each other).
+export function stepper({ stopOnFailure = false } = {}) {
+  const steps = [];
+  let failed = false;
+  async function step(name, fn) {
+    if (failed) { steps.push({ name, ok: false, error: 'not run: an earlier step failed' }); return; }
+    const t0 = Date.now();
+    try {
+      await fn();
+      steps.push({ name, ok: true, ms: Date.now() - t0 });
+    } catch (e) {
+      failed = stopOnFailure;
+      steps.push({ name, ok: false, ms: Date.now() - t0, error: e instanceof Failure ? e.message : (e.stack || String(e)) });
+    }
+  }
+  return { steps, step };
+}
+
+// Waits until an element matching sel has text matching re.
+export const waitText = (page, sel, re, timeout = 15000) => page.waitForFunction(
+  (s, src, flags) => [...document.querySelectorAll(s)].some((e) => new RegExp(src, flags).test(e.textContent)),
+  { timeout }, sel, re.source, re.flags);
+
+// Waits until nothing on the page is loading (aria-busy, skeletons).
+export async function settle(page) {
+  await page.waitForFunction(() => !document.querySelector('[aria-busy="true"], .skeleton'), { timeout: 15000 });
+}

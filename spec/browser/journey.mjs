@@ -7,30 +7,16 @@
 // and 390×844, light and dark, go to build/screenshots/.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { launch, newPage, axe, shotsDir, texts } from './browser.mjs';
+import {
+  launch, newPage, axe, shotsDir, texts, Failure, check, equal, stepper, waitText, settle,
+} from './browser.mjs';
 
 const [BASE, LIBRARY_FILE, RESULTS_FILE] = process.argv.slice(2);
 const uploads = JSON.parse(readFileSync(LIBRARY_FILE, 'utf8'));
-const steps = [];
 const SHOTS = shotsDir();
 const PAGES = {};                    // name -> path, for the screenshot and axe sweep
 
-class Failure extends Error {}
-function check(cond, message) { if (!cond) throw new Failure(message); }
-function equal(actual, expected, what) {
-  const a = JSON.stringify(actual), e = JSON.stringify(expected);
-  if (a !== e) throw new Failure(`${what}: expected ${e}, got ${a}`);
-}
-
-async function step(name, fn) {
-  const t0 = Date.now();
-  try {
-    await fn();
-    steps.push({ name, ok: true, ms: Date.now() - t0 });
-  } catch (e) {
-    steps.push({ name, ok: false, ms: Date.now() - t0, error: e instanceof Failure ? e.message : (e.stack || String(e)) });
-  }
-}
+const { steps, step } = stepper();
 
 // ---- what the page should show, from the uploaded library ----
 const lower = (s) => s.toLocaleLowerCase('en');
@@ -46,17 +32,11 @@ progress.notStarted = owned.length - progress.finished - progress.inProgress;
 const n = (x) => x.toLocaleString('en');
 
 // ---- helpers on the page ----
-const waitText = (page, sel, re, timeout = 15000) => page.waitForFunction(
-  (s, src, flags) => [...document.querySelectorAll(s)].some((e) => new RegExp(src, flags).test(e.textContent)),
-  { timeout }, sel, re.source, re.flags);
 const url = (page) => new URL(page.url());
 const countText = (page) => page.$eval('.count', (e) => e.textContent.trim());
 const tileTitles = (page) => texts(page, '.grid .tile-title');
 async function api(page, path) {
   return page.evaluate(async (p) => (await fetch(p, { headers: { Accept: 'application/json' } })).json(), path);
-}
-async function settle(page) {
-  await page.waitForFunction(() => !document.querySelector('[aria-busy="true"], .skeleton'), { timeout: 15000 });
 }
 async function waitCount(page, expected) {
   await page.waitForFunction((e) => {

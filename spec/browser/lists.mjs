@@ -5,32 +5,16 @@
 // screenshots of every list page at 1440×900 and 390×844, light and dark.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { launch, newPage, axe, shotsDir, texts } from './browser.mjs';
+import {
+  launch, newPage, axe, shotsDir, texts, check, equal, stepper, waitText, settle,
+} from './browser.mjs';
 
 const [BASE, INPUT_FILE, RESULTS_FILE] = process.argv.slice(2);
 const library = JSON.parse(readFileSync(INPUT_FILE, 'utf8')).titles;
-const steps = [];
 const SHOTS = shotsDir();
 const PAGES = {};                    // name -> {path, signedOut}
 
-class Failure extends Error {}
-function check(cond, message) { if (!cond) throw new Failure(message); }
-function equal(actual, expected, what) {
-  const a = JSON.stringify(actual), e = JSON.stringify(expected);
-  if (a !== e) throw new Failure(`${what}: expected ${e}, got ${a}`);
-}
-let failed = false;
-async function step(name, fn) {
-  const t0 = Date.now();
-  if (failed) { steps.push({ name, ok: false, error: 'not run: an earlier step failed' }); return; }
-  try {
-    await fn();
-    steps.push({ name, ok: true, ms: Date.now() - t0 });
-  } catch (e) {
-    failed = true;
-    steps.push({ name, ok: false, ms: Date.now() - t0, error: e instanceof Failure ? e.message : (e.stack || String(e)) });
-  }
-}
+const { steps, step } = stepper({ stopOnFailure: true });
 
 // ---- the listener, over plain HTTP: sign in, sync, read the API ----
 const ORIGIN = new URL(BASE).origin;
@@ -58,13 +42,7 @@ const picks = library.filter((t) => t.source === 'LIBRARY' && !seen.has(t.title)
 const names = (list) => list.map((t) => t.title);
 
 // ---- helpers on the page ----
-const waitText = (page, sel, re, timeout = 10000) => page.waitForFunction(
-  (s, src, flags) => [...document.querySelectorAll(s)].some((e) => new RegExp(src, flags).test(e.textContent)),
-  { timeout }, sel, re.source, re.flags);
 const itemTitles = (page) => texts(page, '.items .item-title');
-async function settle(page) {
-  await page.waitForFunction(() => !document.querySelector('[aria-busy="true"], .skeleton'), { timeout: 10000 });
-}
 async function pick(page, title) {
   const input = await page.$('.picker input[type=search]');
   await input.click({ clickCount: 3 });

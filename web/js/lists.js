@@ -3,7 +3,7 @@
 // it may meet), SortableJS bound to Preact, and a live region for keyboard moves.
 import { html, useState, useEffect, useRef } from './html.js';
 import { get, patchIf, query as qs, ApiError } from './api.js';
-import { Cover, ErrorText, byline } from './ui.js';
+import { Cover, ErrorText, byline, setTitle } from './ui.js';
 import Sortable from '../vendor/sortable.esm.js';
 
 export const VISIBILITIES = [
@@ -181,4 +181,35 @@ export function Gone({ inLibrary }) {
 
 export function Owner({ owner }) {
   return owner && owner.username ? html`<p class="by">by <a href=${'/u/' + owner.username}>@${owner.username}</a></p>` : null;
+}
+
+export function NotFound({ what }) {
+  return html`<main id="main" class="page narrow"><h1>${what} not found</h1>
+    <p>There is no ${what.toLowerCase()} at this address, or its owner keeps it private.</p>
+    <p><a href="/">Go to shelfsync</a></p></main>`;
+}
+
+// Loads path: {data, setData, error, reload}; reload() answers the fresh data.
+function useListData(path) {
+  const [data, setData] = useState(null);
+  const [error, setError] = useState(null);
+  const reload = () => get(path).then((d) => { setData(d); setError(null); return d; }, setError);
+  useEffect(() => { reload(); }, [path]);
+  return { data, setData, error, reload };
+}
+
+// The page of one list or tier list (API path): loading, a 404 page (unknown, or PRIVATE
+// and not the caller's), the Editor for its owner, else the ReadView. Both get `list`;
+// the Editor also reload() and setList(saved).
+export function OneList({ path, what, Editor, ReadView }) {
+  const { data, setData, error, reload } = useListData(path);
+  useEffect(() => { setTitle(data ? data.title : what); }, [data && data.title]);
+  if (error) {
+    if (error instanceof ApiError && error.status === 404) return html`<${NotFound} what=${what} />`;
+    return html`<main id="main" class="page narrow"><h1>Could not load this ${what.toLowerCase()}</h1><${ErrorText} error=${error} /></main>`;
+  }
+  if (!data) {
+    return html`<main id="main" class="page" aria-busy="true"><h1 class="sr-only">Loading ${what.toLowerCase()}</h1><div class="title-skeleton"></div></main>`;
+  }
+  return data.isOwner ? html`<${Editor} list=${data} reload=${reload} setList=${setData} />` : html`<${ReadView} list=${data} />`;
 }

@@ -3,28 +3,12 @@
 // buttons, removed; Save sends it all in one PATCH with the version read (If-Match), and a
 // 412 offers reload or overwrite without losing the edit. Anyone else who may see the list
 // (UNLISTED by its link, PUBLIC) gets the poster wall with the notes; PRIVATE is a 404.
-import { html, useState, useEffect } from '../html.js';
-import { get, ApiError } from '../api.js';
-import { Cover, ErrorText, byline, plural, relTime, setTitle } from '../ui.js';
+import { html, useState } from '../html.js';
+import { Cover, ErrorText, byline, plural, relTime } from '../ui.js';
 import {
-  Badge, VisibilitySelect, ShareButton, Picker, useSaver, Conflict, useSortable, useAnnouncer,
-  useFocusAfter, Gone, Owner,
+  VisibilitySelect, ShareButton, Picker, useSaver, Conflict, useSortable, useAnnouncer,
+  useFocusAfter, Gone, Owner, OneList,
 } from '../lists.js';
-
-export function NotFound({ what }) {
-  return html`<main id="main" class="page narrow"><h1>${what} not found</h1>
-    <p>There is no ${what.toLowerCase()} at this address, or its owner keeps it private.</p>
-    <p><a href="/">Go to shelfsync</a></p></main>`;
-}
-
-// Loads /api/<kind>/:id: {data, error, reload}.
-export function useListData(path) {
-  const [data, setData] = useState(null);
-  const [error, setError] = useState(null);
-  const reload = () => get(path).then((d) => { setData(d); setError(null); return d; }, setError);
-  useEffect(() => { reload(); }, [path]);
-  return { data, setData, error, reload };
-}
 
 function ReadView({ list }) {
   return html`<main id="main" class="page list-page">
@@ -133,12 +117,5 @@ function Editor({ list, reload, setList }) {
 }
 
 export default function ListPage({ params }) {
-  const { data, setData, error, reload } = useListData('/api/lists/' + encodeURIComponent(params.id));
-  useEffect(() => { setTitle(data ? data.title : 'List'); }, [data && data.title]);
-  if (error) {
-    if (error instanceof ApiError && error.status === 404) return html`<${NotFound} what="List" />`;
-    return html`<main id="main" class="page narrow"><h1>Could not load this list</h1><${ErrorText} error=${error} /></main>`;
-  }
-  if (!data) return html`<main id="main" class="page" aria-busy="true"><h1 class="sr-only">Loading list</h1><div class="title-skeleton"></div></main>`;
-  return data.isOwner ? html`<${Editor} list=${data} reload=${reload} setList=${setData} />` : html`<${ReadView} list=${data} />`;
+  return html`<${OneList} path=${'/api/lists/' + encodeURIComponent(params.id)} what="List" Editor=${Editor} ReadView=${ReadView} />`;
 }

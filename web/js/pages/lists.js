@@ -1,7 +1,7 @@
 // /lists: my recommendation lists and tier lists, most recently changed first: cover strip,
 // title, visibility, count, last change; create one (then its editor opens), rename, change
 // who can see it, delete after a confirm that says what goes.
-import { html, useState, useEffect } from '../html.js';
+import { html, useState, useEffect, useRef } from '../html.js';
 import { get, post, patch, del } from '../api.js';
 import { navigate } from '../router.js';
 import { ErrorText, plural, relTime, fullDate, setTitle } from '../ui.js';
@@ -19,6 +19,8 @@ export function ListCard({ s, kind, owner, onChange, onGone }) {
   const [name, setName] = useState(s.title);
   const [error, setError] = useState(null);
   const count = s[k.count];
+  const renameInput = useRef(null);
+  useEffect(() => { if (mode === 'rename' && renameInput.current) renameInput.current.focus(); }, [mode]);
   async function run(fn) {
     setError(null);
     try { await fn(); } catch (e) { setError(e); }
@@ -43,7 +45,7 @@ export function ListCard({ s, kind, owner, onChange, onGone }) {
       </div>`}
       ${mode === 'rename' && html`<form class="rename" onSubmit=${rename}>
         <label><span class="sr-only">New title for ${s.title}</span><input value=${name} maxlength="200" required
-          onInput=${(e) => setName(e.target.value)} ref=${(el) => el && !el.dataset.f && (el.dataset.f = 1, el.focus())} /></label>
+          onInput=${(e) => setName(e.target.value)} ref=${renameInput} /></label>
         <button class="btn small primary" type="submit">Save</button>
         <button class="btn small" type="button" onClick=${() => setMode(null)}>Cancel</button>
       </form>`}

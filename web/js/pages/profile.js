@@ -4,7 +4,7 @@ import { html, useState, useEffect } from '../html.js';
 import { get, ApiError } from '../api.js';
 import { ErrorText, initials, asinHue, setTitle } from '../ui.js';
 import { ListCard } from './lists.js';
-import { NotFound } from './list.js';
+import { NotFound } from '../lists.js';
 
 export default function Profile({ params }) {
   const [data, setData] = useState(null);

@@ -3,13 +3,11 @@
 // within tiers or moved with buttons; Save sends labels and assignments in one PATCH with
 // If-Match, as the list editor does. Titles left in the tray are not saved (the API has
 // ranked titles only). Others see the read-only rows; PRIVATE is a 404.
-import { html, useState, useEffect } from '../html.js';
-import { ErrorText, Cover, plural, relTime, setTitle } from '../ui.js';
-import { ApiError } from '../api.js';
+import { html, useState } from '../html.js';
+import { ErrorText, Cover, plural, relTime } from '../ui.js';
 import {
-  VisibilitySelect, ShareButton, Picker, useSaver, Conflict, useSortable, useAnnouncer, useFocusAfter, Owner,
+  VisibilitySelect, ShareButton, Picker, useSaver, Conflict, useSortable, useAnnouncer, useFocusAfter, Owner, OneList,
 } from '../lists.js';
-import { NotFound, useListData } from './list.js';
 
 const TRAY = 'tray';
 let seq = 0;
@@ -55,7 +53,7 @@ function Row({ group, items, tiers, act, onDrop, children, cls }) {
   </div>`;
 }
 
-function Editor({ tl, reload, setTl }) {
+function Editor({ list: tl, reload, setList: setTl }) {
   const [st, setSt] = useState(() => toState(tl));
   const [title, setTitleText] = useState(tl.title);
   const [visibility, setVisibility] = useState(tl.visibility);
@@ -185,7 +183,7 @@ function Editor({ tl, reload, setTl }) {
   </main>`;
 }
 
-function ReadView({ tl }) {
+function ReadView({ list: tl }) {
   const st = toState(tl);
   return html`<main id="main" class="page list-page">
     <header class="list-head">
@@ -203,12 +201,5 @@ function ReadView({ tl }) {
 }
 
 export default function TierListPage({ params }) {
-  const { data, setData, error, reload } = useListData('/api/tierlists/' + encodeURIComponent(params.id));
-  useEffect(() => { setTitle(data ? data.title : 'Tier list'); }, [data && data.title]);
-  if (error) {
-    if (error instanceof ApiError && error.status === 404) return html`<${NotFound} what="Tier list" />`;
-    return html`<main id="main" class="page narrow"><h1>Could not load this tier list</h1><${ErrorText} error=${error} /></main>`;
-  }
-  if (!data) return html`<main id="main" class="page" aria-busy="true"><h1 class="sr-only">Loading tier list</h1><div class="title-skeleton"></div></main>`;
-  return data.isOwner ? html`<${Editor} tl=${data} reload=${reload} setTl=${setData} />` : html`<${ReadView} tl=${data} />`;
+  return html`<${OneList} path=${'/api/tierlists/' + encodeURIComponent(params.id)} what="Tier list" Editor=${Editor} ReadView=${ReadView} />`;
 }
