@@ -3,7 +3,7 @@
 // it may meet), SortableJS bound to Preact, and a live region for keyboard moves.
 import { html, useState, useEffect, useRef } from './html.js';
 import { get, patchIf, query as qs, ApiError } from './api.js';
-import { Cover, ErrorText, byline, setTitle } from './ui.js';
+import { Cover, ErrorText, byline, plural, relTime, setTitle } from './ui.js';
 import Sortable from '../vendor/sortable.esm.js';
 
 export const VISIBILITIES = [
@@ -179,8 +179,16 @@ export function Gone({ inLibrary }) {
   return inLibrary === false ? html`<span class="gone-note">no longer in your library</span>` : null;
 }
 
-export function Owner({ owner }) {
-  return owner && owner.username ? html`<p class="by">by <a href=${'/u/' + owner.username}>@${owner.username}</a></p>` : null;
+// The head of a list or tier list as a visitor sees it: title, owner, description, count.
+export function ReadHead({ list, count }) {
+  const owner = list.owner && list.owner.username;
+  return html`<header class="list-head">
+    <div><h1>${list.title}</h1>
+      ${owner && html`<p class="by">by <a href=${'/u/' + owner}>@${owner}</a></p>`}
+      ${list.description && html`<p class="lede">${list.description}</p>`}
+      <p class="muted small">${plural(count, 'title')} · updated ${relTime(list.updatedAt)}</p></div>
+    <${ShareButton} title=${list.title} visibility=${list.visibility} />
+  </header>`;
 }
 
 export function NotFound({ what }) {

@@ -4,20 +4,15 @@
 // 412 offers reload or overwrite without losing the edit. Anyone else who may see the list
 // (UNLISTED by its link, PUBLIC) gets the poster wall with the notes; PRIVATE is a 404.
 import { html, useState } from '../html.js';
-import { Cover, ErrorText, byline, plural, relTime } from '../ui.js';
+import { Cover, ErrorText, byline, plural } from '../ui.js';
 import {
   VisibilitySelect, ShareButton, Picker, useSaver, Conflict, useSortable, useAnnouncer,
-  useFocusAfter, Gone, Owner, OneList,
+  useFocusAfter, Gone, OneList, ReadHead,
 } from '../lists.js';
 
 function ReadView({ list }) {
   return html`<main id="main" class="page list-page">
-    <header class="list-head">
-      <div><h1>${list.title}</h1><${Owner} owner=${list.owner} />
-        ${list.description && html`<p class="lede">${list.description}</p>`}
-        <p class="muted small">${plural(list.itemCount, 'title')} · updated ${relTime(list.updatedAt)}</p></div>
-      <${ShareButton} title=${list.title} visibility=${list.visibility} />
-    </header>
+    <${ReadHead} list=${list} count=${list.itemCount} />
     ${list.items.length === 0 ? html`<p class="empty">This list has no titles yet.</p>`
       : html`<ol class="wall">${list.items.map((it) => html`<li class=${it.inLibrary === false ? 'gone' : ''}>
         <span class="wall-pos" aria-hidden="true">${it.position}</span>

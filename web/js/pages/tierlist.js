@@ -4,9 +4,9 @@
 // If-Match, as the list editor does. Titles left in the tray are not saved (the API has
 // ranked titles only). Others see the read-only rows; PRIVATE is a 404.
 import { html, useState } from '../html.js';
-import { ErrorText, Cover, plural, relTime } from '../ui.js';
+import { ErrorText, Cover, plural } from '../ui.js';
 import {
-  VisibilitySelect, ShareButton, Picker, useSaver, Conflict, useSortable, useAnnouncer, useFocusAfter, Owner, OneList,
+  VisibilitySelect, ShareButton, Picker, useSaver, Conflict, useSortable, useAnnouncer, useFocusAfter, OneList, ReadHead,
 } from '../lists.js';
 
 const TRAY = 'tray';
@@ -186,12 +186,7 @@ function Editor({ list: tl, reload, setList: setTl }) {
 function ReadView({ list: tl }) {
   const st = toState(tl);
   return html`<main id="main" class="page list-page">
-    <header class="list-head">
-      <div><h1>${tl.title}</h1><${Owner} owner=${tl.owner} />
-        ${tl.description && html`<p class="lede">${tl.description}</p>`}
-        <p class="muted small">${plural(tl.assignmentCount, 'title')} · updated ${relTime(tl.updatedAt)}</p></div>
-      <${ShareButton} title=${tl.title} visibility=${tl.visibility} />
-    </header>
+    <${ReadHead} list=${tl} count=${tl.assignmentCount} />
     <div class="tiers">${st.tiers.map((t, i) => html`<div class="tier-row">
       <div class="tier-label" style=${{ '--hue': HUES[i % HUES.length] }}><h2>${t.label}</h2></div>
       <ol class="tier-items">${t.items.map((it) => html`<li class=${'tier-item' + (it.inLibrary === false ? ' gone' : '')}>
