@@ -210,17 +210,24 @@ try {
   });
 
   await step('tier list: keyboard moves up from the tray, and along a tier', async () => {
+    // Waits until the title is in row n (1-6: a tier, 8: the tray) with the focus on one of
+    // its buttons: the next key press goes to it.
+    const landed = (asin, n) => page.waitForFunction((sel) => {
+      const el = document.querySelector(sel);
+      return el && el.contains(document.activeElement) && document.activeElement.matches('.mv');
+    }, { timeout: 5000 }, `.tiers > :nth-child(${n}) ${key(asin)}`);
     // tier[3]: tray -> F -> D (two presses of "to the tier above"), focus kept.
     await page.focus(`${key(tier[3].asin)} .mv.up`);
     await page.keyboard.press('Enter');
-    await page.waitForFunction((s) => document.activeElement && document.activeElement.matches(s), { timeout: 3000 }, `${key(tier[3].asin)} .mv.up`);
+    await landed(tier[3].asin, 6);
     await page.keyboard.press('Enter');
+    await landed(tier[3].asin, 5);
     await waitText(page, '.sr-only[role=status]', /D, position 1/);
     // tier[4]: tray -> F -> ... -> S (6 presses), then "earlier" twice: first in S.
     await page.focus(`${key(tier[4].asin)} .mv.up`);
-    for (let i = 0; i < 6; i++) {
+    for (let n = 6; n >= 1; n--) {
       await page.keyboard.press('Enter');
-      await page.waitForFunction((s) => document.activeElement && document.activeElement.matches(s), { timeout: 3000 }, `${key(tier[4].asin)} .mv`);
+      await landed(tier[4].asin, n);
     }
     await page.focus(`${key(tier[4].asin)} .mv.left`);
     await page.keyboard.press('Enter');

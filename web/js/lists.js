@@ -1,7 +1,7 @@
 // What the list pages share: the visibility badge and picker, the cover strip, the share
 // button, the search picker over the library API, saving with If-Match (and the conflict
 // it may meet), SortableJS bound to Preact, and a live region for keyboard moves.
-import { html, useState, useEffect, useRef } from './html.js';
+import { html, useState, useEffect, useLayoutEffect, useRef } from './html.js';
 import { get, patchIf, query as qs, ApiError } from './api.js';
 import { Cover, ErrorText, byline, plural, relTime, setTitle } from './ui.js';
 import Sortable from '../vendor/sortable.esm.js';
@@ -164,7 +164,8 @@ export function useAnnouncer() {
 // item's button; another of its buttons when that one is now disabled).
 export function useFocusAfter() {
   const [sels, setSels] = useState(null);
-  useEffect(() => {
+  // Layout effect: the focus moves before the browser paints, never resting on <body>.
+  useLayoutEffect(() => {
     if (!sels) return;
     for (const sel of sels) {
       const el = document.querySelector(sel);
