@@ -64,12 +64,13 @@ local function check_importer(name, imp)
 end
 
 -- Loaded once per VM (a VM is rebuilt when a file under lua/ changes).
-local IMPORTERS, KEEP = {}, {}
+local IMPORTERS, KEEP, LISTED = {}, {}, {}
 for _, name in ipairs(host.modules and host.modules("importers") or {}) do
   local imp = require(name)
   check_importer(name, imp)
   IMPORTERS[#IMPORTERS + 1] = imp
   for _, f in ipairs(imp.fields or {}) do KEEP[f] = true end
+  for key in pairs(imp.json and imp.json.lists or {}) do LISTED[key] = true end
 end
 _M.importers = IMPORTERS
 
@@ -174,7 +175,7 @@ local function read_json(run, body, first, last)
     if code then read_error(raw, code) end
     if raw == nil then break end
     key = key or ""
-    if not imp and type(raw) == "table" then
+    if not imp and LISTED[key] and type(raw) == "table" then
       imp = json_importer(key, raw)
       if not imp then
         unrecognised(key == "" and "a JSON array of unknown items" or
