@@ -379,4 +379,238 @@ describe("POST /api/import", function()
         got.B0WIRE0001.listening_progress, got.B0WIRE0001.authors, got.B0WIRE0001.series_position })
     end)
   end)
+
+  describe("scope of removals", function()
+    local c
+    setup(function()
+      clear_catalog()
+      c = h.login(w.srv, "scope@example.com")
+      assert_ok(upload(c, fixture("audible-api-library.json")), "audible-api")
+    end)
+
+    it("a wishlist file leaves the library untouched, and an owned title stays owned", function()
+      local before = entries(c)
+      local res = assert_ok(upload(c, fixture("audible-api-wishlist.json")), "audible-api")
+      assert.same({ 0, { "WISHLIST" } }, { res.removed, res.covers })
+      local after = entries(c)
+      assert.same("WISHLIST", after.B0FAKEPRE1.source)
+      after.B0FAKEPRE1 = nil
+      -- B0CZK9TQ2V is in both files: the library entry keeps its source and progress
+      assert.same(before, after)
+    end)
+
+    it("a library file replaces the library and leaves the wishlist", function()
+      local res = assert_ok(upload(c, fixture("audible-cli-library-nasty.csv")), "audible-cli")
+      assert.same({ 6, { "LIBRARY" } }, { res.removed, res.covers })
+      assert.same({ B0CSVNASTY = "LIBRARY", B0PODCAST1 = "LIBRARY", B0FAKEPRE1 = "WISHLIST" }, active(c))
+    end)
+
+    it("a title that comes back in a later file gets its old entry back", function()
+      local id = h.one([[SELECT ul.id FROM user_library ul JOIN title_catalog t ON t.id = ul.title_id
+                         WHERE ul.user_id = $1 AND t.asin = 'B0D4MXRW7P']], c.user.id).id
+      assert_ok(upload(c, fixture("audible-api-library.json")), "audible-api")
+      local again = h.one([[SELECT ul.id, ul.removed_at FROM user_library ul JOIN title_catalog t
+                            ON t.id = ul.title_id WHERE ul.user_id = $1 AND t.asin = 'B0D4MXRW7P']], c.user.id)
+      assert.same({ id = id, removed_at = null }, again)
+      assert.equal("WISHLIST", active(c).B0FAKEPRE1)
+    end)
+
+    it("source=WISHLIST takes only the wishlist part of a file that has both", function()
+      local d = h.login(w.srv, "scope2@example.com")
+      assert_ok(upload(d, fixture("ale-data.json"), "?source=LIBRARY"), "ale")
+      assert.same({ B0ALEBOOK1 = "LIBRARY", B0ALEBOOK2 = "LIBRARY" }, active(d))
+      local res = assert_ok(upload(d, fixture("ale-data.json"), "?source=wishlist"), "ale")
+      assert.same({ 1, 0, { "WISHLIST" } }, { res.imported, res.removed, res.covers })
+      assert.matches("2 titles of the other source skipped", res.warnings[1], 1, true)
+      assert.same({ B0ALEBOOK1 = "LIBRARY", B0ALEBOOK2 = "LIBRARY", B0ALEWISH1 = "WISHLIST" }, active(d))
+    end)
+
+    it("a file whose source the content cannot tell follows ?source=", function()
+      local d = h.login(w.srv, "scope3@example.com")
+      local res = assert_ok(upload(d, fixture("audible-cli-library.json"), "?source=WISHLIST"), "audible-cli")
+      assert.same({ 0, 6, { "WISHLIST" } }, { res.libraryCount, res.wishlistCount, res.covers })
+    end)
+  end)
+
+  describe("dry run", function()
+    it("answers what the import would do and writes nothing, not even history", function()
+      clear_catalog()
+      local c = h.login(w.srv, "dry@example.com")
+      local n_catalog = h.one("SELECT count(*)::int AS n FROM title_catalog").n
+      local dry = assert_ok(upload(c, fixture("audible-api-library.json"), "?dryRun=1"), "audible-api")
+      assert.same({ true, 6, 6, nil }, { dry.dryRun, dry.imported, dry.newToCatalog, dry.syncId })
+      assert.same({ 0, n_catalog, 0 }, { count_entries(c),
+        h.one("SELECT count(*)::int AS n FROM title_catalog").n,
+        h.one("SELECT count(*)::int AS n FROM sync_history WHERE user_id = $1", c.user.id).n })
+      local real = assert_ok(upload(c, fixture("audible-api-library.json")), "audible-api")
+      assert.same({ dry.imported, dry.newToCatalog, dry.warnings }, { real.imported, real.newToCatalog, real.warnings })
+    end)
+  end)
+
+  describe("the request", function()
+    local function multipart(parts)
+      local b = "----shelfsync" .. host.crypto.uuid()
+      local out = {}
+      for _, p in ipairs(parts) do
+        out[#out + 1] = "--" .. b .. "\r\nContent-Disposition: form-data; name=\"" .. p[1] .. "\"" ..
+          (p[3] and ('; filename="' .. p[3] .. '"\r\nContent-Type: application/octet-stream') or "") ..
+          "\r\n\r\n" .. p[2] .. "\r\n"
+      end
+      return table.concat(out) .. "--" .. b .. "--\r\n", "multipart/form-data; boundary=" .. b
+    end
+
+    it("takes a browser form's `file` field, gzip inside, with its source field", function()
+      local c = h.login(w.srv, "form@example.com")
+      local body, ctype = multipart({ { "source", "WISHLIST" },
+        { "file", host.gzip.compress(fixture("audible-cli-library.tsv")), "library.tsv.gz" } })
+      local res = assert_ok(upload(c, body, nil, { ["Content-Type"] = ctype }), "audible-cli")
+      assert.same({ 6, { "WISHLIST" } }, { res.wishlistCount, res.covers })
+    end)
+
+    it("refuses a form without a file, and bad parameters", function()
+      local c = h.login(w.srv, "form2@example.com")
+      local body, ctype = multipart({ { "source", "LIBRARY" } })
+      assert.same({ status = 400, error = "invalid_parameter" },
+        h.error_of(upload(c, body, nil, { ["Content-Type"] = ctype })))
+      assert.same({ status = 400, error = "invalid_parameter" },
+        h.error_of(upload(c, fixture("audible-cli-library.tsv"), "?source=SHELF")))
+      assert.same({ status = 400, error = "invalid_parameter" },
+        h.error_of(upload(c, fixture("audible-cli-library.tsv"), "?marketplace=mars")))
+      assert.same({ status = 415, error = "unsupported_encoding" },
+        h.error_of(upload(c, fixture("audible-cli-library.tsv"), nil, { ["Content-Encoding"] = "br" })))
+      assert.equal(0, count_entries(c))
+    end)
+
+    it("needs a session and a same-origin request", function()
+      assert.same({ status = 401, error = "unauthenticated" },
+        h.error_of(upload(w.anon, fixture("audible-cli-library.tsv"))))
+      local c = h.login(w.srv, "csrf@example.com")
+      c.origin = "https://evil.example"
+      assert.same({ status = 403, error = "csrf_rejected" },
+        h.error_of(upload(c, fixture("audible-cli-library.tsv"))))
+      assert.equal(0, count_entries(c))
+    end)
+  end)
+
+  describe("hostile files", function()
+    local c
+    setup(function()
+      c = h.login(w.srv, "hostile@example.com")
+      assert_ok(upload(c, fixture("libation-library.json")), "libation")
+    end)
+
+    -- A refused file: status and code, the message, and nothing changed.
+    local function refused(body, status, code, headers)
+      local before = entries(c)
+      local res = upload(c, body, nil, headers)
+      assert.same({ status = status, error = code }, h.error_of(res))
+      assert.same(before, entries(c))
+      local health = assert(h.request("GET", w.srv.url .. "/healthz"))
+      assert.equal(200, health.status)
+      return res.json.message
+    end
+
+    it("a truncated JSON file names the line and the item", function()
+      local text = fixture("audible-api-library.json")
+      local msg = refused(text:sub(1, 9000), 400, "malformed_file")
+      local lines = select(2, text:sub(1, 9000):gsub("\n", "")) + 1
+      assert.matches("line " .. lines .. ", column %d+ in items%[1%]: parse error: premature EOF", msg)
+    end)
+
+    it("a truncated gzip file", function()
+      local gz = host.gzip.compress(fixture("audible-api-library.json"))
+      assert.matches("gzip stream is truncated", refused(gz:sub(1, #gz // 2), 400, "malformed_file"), 1, true)
+    end)
+
+    it("bad bytes inside a string", function()
+      local msg = refused('[{"AudibleProductId": "B0BAD00001", "Title": "\255\254"}]', 400, "malformed_file")
+      assert.matches("line 1, column %d+ in %[0%]: lexical error: invalid bytes in UTF8 string", msg)
+    end)
+
+    it("binary data", function()
+      local bytes = {}
+      for i = 1, 4096 do bytes[i] = string.char((i * 7919 + 13) % 256) end
+      refused(table.concat(bytes), 400, "malformed_file")
+    end)
+
+    it("an unknown format", function()
+      refused('{"books_i_like": [{"isbn": "123"}]}', 415, "unsupported_format")
+      refused("name,age\r\nann,3\r\n", 415, "unsupported_format")
+    end)
+
+    it("a file with no valid title", function()
+      local msg = refused('{"titles": [{"asin": "nope", "title": "x", "source": "LIBRARY"}]}', 422, "no_valid_titles")
+      assert.matches("none of the 1 titles is valid", msg, 1, true)
+      refused('{"items": []}', 415, "unsupported_format")
+    end)
+
+    it("JSON nested 10,000 deep", function()
+      local deep = '{"items": [' .. string.rep("[", 10000) .. string.rep("]", 10000) .. "]}"
+      assert.matches("nested too deep", refused(deep, 400, "malformed_file"), 1, true)
+      local deep_obj = '{"items": [{"asin": "B0DEEP0001", "series": ' .. string.rep('{"a":', 10000) ..
+        "1" .. string.rep("}", 10000) .. "}]}"
+      refused(deep_obj, 400, "malformed_file")
+    end)
+
+    it("a CSV with a million columns", function()
+      local wide = "asin,title,series_title," .. string.rep("x,", 1000000) .. "\r\nB0WIDE0001,t,s\r\n"
+      assert.matches("line 1: more than 1000 columns", refused(wide, 400, "malformed_file"), 1, true)
+    end)
+
+    it("a CSV with a quote never closed", function()
+      local msg = refused('asin,title,series_title\r\nB0OPEN0001,"never closed,x\r\n', 400, "malformed_file")
+      assert.matches("line 2: a quoted field is never closed", msg, 1, true)
+    end)
+
+    it("a 2 GB gzip bomb is stopped at the size limit", function()
+      local path = h.test_dir .. "/bomb.json.gz"
+      assert(h.exec(string.format(
+        "(printf '{\"items\": ['; head -c 2147483648 /dev/zero | tr '\\0' ' ') | gzip -1 > %s",
+        h.shell_quote(path))))
+      local bomb = h.read_file(path)
+      assert.is_true(#bomb < 16 * 1024 * 1024)
+      local msg = refused(bomb, 413, "payload_too_large", { ["Content-Encoding"] = "gzip" })
+      assert.matches("over the size limit", msg, 1, true)
+      local rss = tonumber(h.read_file("/proc/" .. w.srv.pid .. "/status"):match("VmHWM:%s*(%d+) kB"))
+      assert.is_true(rss < 200 * 1024, "server peak RSS " .. rss .. " kB")
+    end)
+  end)
+
+  describe("importers are plug-ins", function()
+    it("an operator's new module in lua/importers/ is used without recompiling", function()
+      local root = h.temp_root({ ["lua/importers/reading_log.lua"] = [[
+        local norm = require("import_norm")
+        return {
+          format = "reading-log",
+          csv = { match = function(cols) return cols.isbn10 ~= nil and cols.booktitle ~= nil end },
+          convert = function(row)
+            return { asin = norm.asin(row.isbn10), title = norm.name(row.booktitle), source = "LIBRARY" }
+          end,
+        }]] })
+      local srv = h.start_server({ root = root })
+      local c = h.login(srv, "plugin@example.com")
+      local res = c:request("POST", "/api/import", { body = "ISBN-10\tBook Title\r\n0358578396\tA Found Book\r\n" })
+      srv:stop()
+      assert.same({ 200, "reading-log", 1 }, { res.status, res.json.format, res.json.imported })
+      assert.same({ "A Found Book", "LIBRARY" }, { entries(c)["0358578396"].title, entries(c)["0358578396"].source })
+    end)
+  end)
+
+  describe("shelfsync import", function()
+    it("imports a file for a user through the same path, and says why it cannot", function()
+      clear_catalog()
+      local c = h.login(w.srv, "cli@example.com")
+      local env = "DATABASE_URL=" .. h.shell_quote(os.getenv("DATABASE_URL")) .. " "
+      local code, out = h.run(env .. h.shell_quote(h.binary) .. " import --user CLI@example.com " ..
+        "--source WISHLIST " .. FIXTURES .. "audible-cli-library.tsv")
+      assert.equal(0, code, out)
+      local res = json.decode(out:match("(%b{})%s*$"))
+      assert.same({ "audible-cli", 6, 6, { "WISHLIST" } }, { res.format, res.imported, res.wishlistCount, res.covers })
+      assert.equal("WISHLIST", entries(c).B08PQ4LZ3N.source)
+      code, out = h.run(env .. h.shell_quote(h.binary) .. " import --user nobody@example.com " ..
+        FIXTURES .. "audible-cli-library.tsv")
+      assert.equal(1, code)
+      assert.matches('"error":"not_found"', out, 1, true)
+    end)
+  end)
 end)
