@@ -40,6 +40,7 @@ local config = host.config
 local type, pairs, ipairs, tonumber, require = type, pairs, ipairs, tonumber, require
 local format, find, byte, sub = string.format, string.find, string.byte, string.sub
 local floor = math.floor
+local clock_ms = host.clock_ms
 local null = host.json.null
 
 local SOURCES = { LIBRARY = true, WISHLIST = true }
@@ -238,6 +239,7 @@ function _M.run(user_id, body, first, last, opts)
   local head, err = upload.head(body, first, last, 4096)
   if not head then read_error(err, "malformed") end
   local run = new_run(opts)
+  local t0 = clock_ms()
   local imp
   if looks_json(head) then
     run.ctx.kind = "json"
@@ -246,7 +248,9 @@ function _M.run(user_id, body, first, last, opts)
     imp = read_csv(run, body, first, last)
   end
   settle_sources(run, imp)
+  local t1 = clock_ms()
   local prep = sync_import.prepare_items(run.items)
+  run.items = nil
   local covers = {}
   for s in pairs(run.covers) do covers[#covers + 1] = s end
   table.sort(covers)
@@ -260,8 +264,10 @@ function _M.run(user_id, body, first, last, opts)
       w.extra = w.extra + 1
     end
   end
+  local t2 = clock_ms()
   local res = sync_import.run(user_id, nil, prep, { covers = run.covers, dry_run = opts.dry_run })
   res.format, res.covers, res.marketplace, res.invalid = imp.format, covers, opts.marketplace, prep.invalid
+  res.read_ms, res.validate_ms = t1 - t0, t2 - t1
   return res
 end
 

@@ -8,22 +8,35 @@ local json = require("json")
 
 local nfc = host.unicode.nfc
 local type, tonumber, tostring, ipairs = type, tonumber, tostring, ipairs
-local find, match, gsub, sub, lower, upper, format, char =
+local find, match, gsub, sub, lower, upper, format, char, byte =
   string.find, string.match, string.gsub, string.sub, string.lower, string.upper,
-  string.format, utf8.char
+  string.format, utf8.char, string.byte
 local floor = math.floor
 local null = json.null
 local array_mt = json.array_mt
 local setmetatable, pairs = setmetatable, pairs
 
--- A string with its blanks trimmed and inner runs of white space made one space, or nil
--- when nothing is left (or v is not a string / number).
+-- The text between the first and the last non-blank byte ("%s+$" would rescan the tail
+-- from every blank: quadratic on long texts).
+local function trim(v)
+  local a = find(v, "%S")
+  if not a then return nil end
+  local b = #v
+  while true do
+    local c = byte(v, b)
+    if c ~= 32 and (c < 9 or c > 13) then break end
+    b = b - 1
+  end
+  if a == 1 and b == #v then return v end
+  return sub(v, a, b)
+end
+
+-- A string with its blanks trimmed, or nil when nothing is left (or v is not a string /
+-- number).
 local function text(v)
   if type(v) == "number" then return tostring(v) end
   if type(v) ~= "string" then return nil end
-  v = gsub(gsub(v, "^%s+", ""), "%s+$", "")
-  if v == "" then return nil end
-  return v
+  return trim(v)
 end
 _M.text = text
 
@@ -174,15 +187,15 @@ end
 -- tags go, entities are decoded, blank runs collapse. nil when nothing is left.
 function _M.plain(v)
   if type(v) ~= "string" then return nil end
-  v = gsub(v, "<[Bb][Rr]%s*/?>", "\n")
-  v = gsub(v, "</[Pp]%s*>", "\n")
-  v = gsub(v, "<[^>]*>", "")
-  v = gsub(v, "&(#?%w+);", entity)
+  if find(v, "<", 1, true) then
+    v = gsub(v, "<[Bb][Rr]%s*/?>", "\n")
+    v = gsub(v, "</[Pp]%s*>", "\n")
+    v = gsub(v, "<[^>]*>", "")
+  end
+  if find(v, "&", 1, true) then v = gsub(v, "&(#?%w+);", entity) end
   v = gsub(v, "[ \t\r\f\v]+", " ")
-  v = gsub(v, " ?\n[%s]*", "\n")
-  v = gsub(gsub(v, "^%s+", ""), "%s+$", "")
-  if v == "" then return nil end
-  return v
+  if find(v, "\n", 1, true) then v = gsub(v, " ?\n%s*", "\n") end
+  return trim(v)
 end
 
 local COVER = "https://m.media-amazon.com/images/I/%s._SL500_.jpg"

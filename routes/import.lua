@@ -122,8 +122,10 @@ local function import_for(user, body, first, last, params, request_id)
     error(r, 0)
   end
   host.log("info", format("file import %s: user %s, format %s, %d titles (%d new to the " ..
-    "catalog, %d removed)%s in %d ms", tostring(r.sync_id), user.id, r.format, r.imported,
-    r.new_to_catalog, r.removed, opts.dry_run and ", dry run" or "", clock_ms() - t0))
+    "catalog, %d removed)%s; ms: read %d, validate %d, catalog %d, library %d, total %d",
+    tostring(r.sync_id), user.id, r.format, r.imported, r.new_to_catalog, r.removed,
+    opts.dry_run and ", dry run" or "", r.read_ms, r.validate_ms, r.catalog_ms, r.library_ms,
+    clock_ms() - t0))
   return answer(r, opts.dry_run)
 end
 
