@@ -15,9 +15,8 @@ local host = require("host")
 
 local URL = assert(os.getenv("BENCH_URL"), "BENCH_URL not set: run scripts/bench-sync.sh")
 local PID = os.getenv("BENCH_PID")
-local N = tonumber(os.getenv("BENCH_IMPORT_TITLES") or "10000")
-local encode = host.json.encode
-local format, rep, concat = string.format, string.rep, table.concat
+local client = require("bench.client")(URL)
+local request, login = client.request, client.login
 
 local function vmhwm_mib()
   local f = PID and io.open("/proc/" .. PID .. "/status")
@@ -26,23 +25,8 @@ local function vmhwm_mib()
   f:close()
   return kb and tonumber(kb) / 1024
 end
-
-local function request(method, path, headers, body)
-  local res, err = host.http.request{ method = method, url = URL .. path, headers = headers,
-                                      body = body, timeout_ms = 300000 }
-  return assert(res, err)
-end
-
-local function login(email)
-  local res = request("POST", "/auth/dev/login", { ["Content-Type"] = "application/json", Origin = URL },
-    encode({ email = email, name = "bench" }))
-  assert(res.status == 200, "dev login failed: " .. res.status)
-  for _, c in ipairs(res.cookies or {}) do
-    local name, value = c:match("^%s*([^=;]+)=([^;]*)")
-    if name == "shelfsync_session" then return name .. "=" .. value end
-  end
-  error("no session cookie")
-end
+local N = tonumber(os.getenv("BENCH_IMPORT_TITLES") or "10000")
+local format, rep, concat = string.format, string.rep, table.concat
 
 -- ---- the file ----
 
@@ -55,7 +39,7 @@ local DIST = '{"average_rating": %.3f, "display_average_rating": "%.1f", "displa
   '"num_ratings": %d, "num_three_star_ratings": 260, "num_two_star_ratings": 90}'
 
 local SUMMARY = rep("<p>A long publisher summary with <b>bold</b> and <i>italic</i> text &amp; " ..
-  "entities, as the API sends it.</p> ", 12)
+  "entities, as the API sends it.</p> ", 18)
 
 local function item(i)
   local asin = format("B0%08d", i)
@@ -107,8 +91,8 @@ collectgarbage()
 local cookie = login("import-bench@example.com")
 local function import(label)
   local t0 = host.clock_ms()
-  local res = request("POST", "/api/import", { Cookie = cookie, Origin = URL,
-    ["Content-Type"] = "application/json", ["Content-Encoding"] = "gzip" }, gz)
+  local res = request("POST", "/api/import", { headers = { Cookie = cookie, Origin = URL,
+    ["Content-Type"] = "application/json", ["Content-Encoding"] = "gzip" }, body = gz })
   local ms = host.clock_ms() - t0
   assert(res.status == 200, "import: " .. res.status .. " " .. res.body:sub(1, 300))
   local ans = host.json.decode(res.body)

@@ -5,7 +5,7 @@
 local norm = require("import_norm")
 
 local type, ipairs, tostring = type, ipairs, tostring
-local match, gsub, lower, find, sub = string.match, string.gsub, string.lower, string.find, string.sub
+local match, gsub, lower, find = string.match, string.gsub, string.lower, string.find
 local text, value = norm.text, norm.value
 
 local _M = {
@@ -41,7 +41,6 @@ end
 
 -- Progress from "Finished", "5h 12m left" and the length, or a number.
 local function progress(p, minutes)
-  p = value(p)
   if type(p) == "number" then return norm.progress(p) end
   p = cell(p)
   if not p then return nil end
@@ -68,32 +67,46 @@ local function names_of(list)
   return out
 end
 
+-- The item from the fields both exports have, once read from either shape.
+local function book(f)
+  local minutes = norm.minutes(f.length)
+  local seq = text(f.seq)
+  local count = norm.number(f.ratings)
+  return {
+    asin = norm.asin(f.asin),
+    title = norm.name(f.titleShort) or norm.name(f.title),
+    subtitle = norm.name(f.subtitle),
+    authors = norm.names(f.authors),
+    narrators = norm.names(f.narrators),
+    seriesName = norm.name(f.series),
+    seriesPosition = seq ~= "∞" and norm.position(seq) or nil,
+    seriesSequence = seq,
+    duration = minutes,
+    coverImageUrl = norm.cover(f.cover),
+    summary = norm.plain(f.summary) or norm.plain(f.blurb),
+    rating = norm.rating(f.rating, count),
+    ratingCount = count,
+    publisher = norm.name(f.publisher),
+    releaseDate = text(f.releaseDate),
+    language = norm.language(f.language),
+    categories = norm.names(f.categories, " > "),
+    listeningProgress = progress(f.progress, minutes),
+    personalRating = norm.stars(f.myRating),
+  }
+end
+
 local function from_json(it)
-  local minutes = norm.minutes(value(it.length))
   local sname, seq = json_series(value(it.series))
   local publishers = names_of(value(it.publishers))
-  local rating = norm.number(value(it.rating))
-  local count = norm.number(value(it.ratings))
-  return {
-    asin = norm.asin(value(it.asin)),
-    title = norm.name(value(it.titleShort)) or norm.name(value(it.title)),
-    subtitle = norm.name(value(it.subtitle)),
-    authors = norm.names(value(it.authors)),
-    narrators = norm.names(value(it.narrators)),
-    seriesName = norm.name(sname),
-    seriesPosition = seq ~= "∞" and norm.position(seq) or nil,
-    seriesSequence = text(seq),
-    duration = minutes,
-    coverImageUrl = norm.cover(value(it.cover)),
-    summary = norm.plain(value(it.summary)) or norm.plain(value(it.blurb)),
-    rating = norm.rating(rating, count),
-    ratingCount = count,
-    publisher = publishers and norm.name(publishers[1]) or nil,
-    releaseDate = text(value(it.releaseDate)),
-    language = norm.language(value(it.language)),
-    categories = norm.names(names_of(value(it.categories))),
-    listeningProgress = progress(it.progress, minutes),
-    personalRating = norm.stars(value(it.myRating)),
+  return book {
+    asin = value(it.asin), title = value(it.title), titleShort = value(it.titleShort),
+    subtitle = value(it.subtitle), authors = value(it.authors), narrators = value(it.narrators),
+    series = sname, seq = seq, length = value(it.length), cover = value(it.cover),
+    summary = value(it.summary), blurb = value(it.blurb), rating = value(it.rating),
+    ratings = value(it.ratings), publisher = publishers and publishers[1],
+    releaseDate = value(it.releaseDate), language = value(it.language),
+    categories = names_of(value(it.categories)), progress = value(it.progress),
+    myRating = value(it.myRating),
   }
 end
 
@@ -107,32 +120,18 @@ local function csv_series(series, numbers)
 end
 
 local function from_csv(it)
-  local minutes = norm.minutes(cell(it.length))
   local sname, seq = csv_series(it.series, it.booknumbers)
   local summary = cell(it.summary)
   if summary then summary = gsub(summary, "undefined", "\n") end   -- ALE's lost newlines
-  local count = norm.number(cell(it.ratings))
   local publishers = cell(it.publishers)
-  return {
-    asin = norm.asin(cell(it.asin)),
-    title = norm.name(cell(it.titleshort)) or norm.name(cell(it.title)),
-    subtitle = norm.name(cell(it.subtitle)),
-    authors = norm.names(cell(it.authors)),
-    narrators = norm.names(cell(it.narrators)),
-    seriesName = norm.name(sname),
-    seriesPosition = seq ~= "∞" and norm.position(seq) or nil,
-    seriesSequence = text(seq),
-    duration = minutes,
-    coverImageUrl = norm.cover(cell(it.cover)),
-    summary = norm.plain(summary) or norm.plain(cell(it.blurb)),
-    rating = norm.rating(cell(it.rating), count),
-    ratingCount = count,
-    publisher = publishers and norm.name(match(publishers, "^([^,]+)")) or nil,
-    releaseDate = cell(it.releasedate),
-    language = norm.language(cell(it.language)),
-    categories = norm.names(cell(it.categories), " > "),
-    listeningProgress = progress(it.progress, minutes),
-    personalRating = norm.stars(cell(it.myrating)),
+  return book {
+    asin = cell(it.asin), title = cell(it.title), titleShort = cell(it.titleshort),
+    subtitle = cell(it.subtitle), authors = cell(it.authors), narrators = cell(it.narrators),
+    series = sname, seq = seq, length = cell(it.length), cover = cell(it.cover),
+    summary = summary, blurb = cell(it.blurb), rating = cell(it.rating), ratings = cell(it.ratings),
+    publisher = publishers and match(publishers, "^([^,]+)"), releaseDate = cell(it.releasedate),
+    language = cell(it.language), categories = cell(it.categories), progress = cell(it.progress),
+    myRating = cell(it.myrating),
   }
 end
 
