@@ -576,6 +576,29 @@ describe("POST /api/import", function()
     end)
   end)
 
+  describe("limits", function()
+    it("refuses a file with more titles than import_file_max_items, writing nothing", function()
+      local srv = h.start_server({ env = { SHELFSYNC_IMPORT_FILE_MAX_ITEMS = "5" } })
+      local c = h.login(srv, "limits@example.com")
+      local res = c:request("POST", "/api/import", { body = fixture("audible-cli-library.tsv") })
+      srv:stop()
+      assert.same({ status = 422, error = "too_many_titles" }, h.error_of(res))
+      assert.equal("a file holds at most 5 titles", res.json.message)
+      assert.equal(0, count_entries(c))
+    end)
+
+    it("keeps the LIBRARY copy of a title listed in both the library and the wishlist", function()
+      local c = h.login(w.srv, "dupes@example.com")
+      local res = assert_ok(upload(c, json.encode({ titleCatalog = {
+        { asin = "B0DUPE0001", title = "Wanted", status = "WISHLIST" },
+        { asin = "B0DUPE0001", title = "Bought", status = "LIBRARY" },
+      } })), "extension")
+      assert.same({ 1, 1, 0 }, { res.imported, res.libraryCount, res.wishlistCount })
+      assert.matches("duplicate of titles[0]; kept this LIBRARY entry", res.warnings[1], 1, true)
+      assert.same({ B0DUPE0001 = "LIBRARY" }, active(c))
+    end)
+  end)
+
   describe("importers are plug-ins", function()
     it("an operator's new module in lua/importers/ is used without recompiling", function()
       local root = h.temp_root({ ["lua/importers/reading_log.lua"] = [[
