@@ -88,8 +88,21 @@ collectgarbage()
 
 -- ---- the imports ----
 
+-- The server process's CPU seconds so far (user + system): with other work on the
+-- machine, wall time varies far more than this.
+local function server_cpu_s()
+  local f = os.getenv("BENCH_PID") and io.open("/proc/" .. os.getenv("BENCH_PID") .. "/stat")
+  if not f then return 0 end
+  local stat = f:read("a")
+  f:close()
+  local fields = {}
+  for x in stat:match("%) (.*)$"):gmatch("%S+") do fields[#fields + 1] = x end
+  return (tonumber(fields[12]) + tonumber(fields[13])) / 100     -- utime, stime (clock ticks)
+end
+
 local cookie = login("import-bench@example.com")
 local function import(label)
+  local cpu0 = server_cpu_s()
   local t0 = host.clock_ms()
   local res = request("POST", "/api/import", { headers = { Cookie = cookie, Origin = URL,
     ["Content-Type"] = "application/json", ["Content-Encoding"] = "gzip" }, body = gz })
@@ -97,17 +110,18 @@ local function import(label)
   assert(res.status == 200, "import: " .. res.status .. " " .. res.body:sub(1, 300))
   local ans = host.json.decode(res.body)
   assert(ans.imported == N and ans.format == "audible-api")
-  print(format("%-28s %6d titles  %7.0f ms  %8.0f items/s  new %6d  peak RSS %.0f MiB",
-    label, N, ms, N * 1000 / ms, ans.newToCatalog, vmhwm_mib() or -1))
-  return ms, ans
+  local cpu = server_cpu_s() - cpu0
+  print(format("%-28s %6d titles  %7.0f ms  %8.0f items/s  new %6d  server CPU %.2f s  peak RSS %.0f MiB",
+    label, N, ms, N * 1000 / ms, ans.newToCatalog, cpu, vmhwm_mib() or -1))
+  return ms, cpu
 end
 
 print(format("file: %d titles, %.1f MB JSON, %.1f MB gzipped", N, raw_mb, gz_mb))
-local cold = import("import, empty catalog")
-local warm = import("import again, unchanged")
+local cold, cold_cpu = import("import, empty catalog")
+local warm, warm_cpu = import("import again, unchanged")
 print()
-print("| scenario | titles | file (JSON / gzip) | ms | items/s | server peak RSS |")
-print("|---|---:|---:|---:|---:|---:|")
-print(format("| API library file, empty catalog | %d | %.0f / %.1f MB | %.0f | %.0f | %.0f MiB |",
-  N, raw_mb, gz_mb, cold, N * 1000 / cold, vmhwm_mib() or -1))
-print(format("| the same file again | %d | | %.0f | %.0f | |", N, warm, N * 1000 / warm))
+print("| scenario | titles | file (JSON / gzip) | ms | items/s | server CPU | server peak RSS |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+print(format("| API library file, empty catalog | %d | %.0f / %.1f MB | %.0f | %.0f | %.2f s | %.0f MiB |",
+  N, raw_mb, gz_mb, cold, N * 1000 / cold, cold_cpu, vmhwm_mib() or -1))
+print(format("| the same file again | %d | | %.0f | %.0f | %.2f s | |", N, warm, N * 1000 / warm, warm_cpu))

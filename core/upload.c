@@ -5,8 +5,10 @@
 ** steps with a cap on the inflated size, so a gzip bomb costs one step past the cap.
 **
 **   host.upload.json(s, first, last, opts) -> reader; opts = {limit = bytes inflated,
-**       keep = {name = true, ...} (an item's own keys to keep; nil keeps all),
-**       depth = max nesting (64), values = max values per item (100000)}
+**       keep = {name = true | KEEP, ...} (an item's keys to keep: true keeps the value
+**       whole, a table filters the objects inside it the same way, through arrays too;
+**       nil keeps everything), depth = max nesting (64), values = max values per item
+**       (100000)}
 **   reader:next() -> key, item | nil (end of document) | nil, message, code
 **   host.upload.head(s, first, last, n) -> the first n bytes (inflated) | nil, message
 **   host.upload.text(s, first, last, limit) -> every byte (inflated) | nil, message, code
@@ -16,7 +18,8 @@
 ** top-level object (key = that member's name), or any other member of the top-level
 ** object (key = its name). Only items become Lua values, one at a time, and in an item
 ** object only the keys in `keep` (the fields some importer reads: an Audible API item
-** is mostly fields nobody imports); dropped values are parsed and thrown away. So the
+** is mostly fields nobody imports), down to the nested keys it names; dropped values are
+** parsed and thrown away. So the
 ** reader's memory is one chunk plus the items the caller keeps.
 **
 ** Errors: code "malformed" (bad JSON or gzip, with "line L, column C" and the item being
@@ -37,14 +40,14 @@
 #define CHUNK 65536
 #define HARD_DEPTH 256
 #define QUEUE_IDX 2     /* next()'s stack: 1 reader, 2 queue, 3 keep set, then partial values */
-#define KEEP_IDX 3
+#define KEEP_IDX 3      /* keep tables by id, and ids by table (1 = the item's own) */
 #define BASE_IDX 3
 
 enum frame_kind { F_ENVELOPE, F_LIST, F_OBJ, F_ARR };
 
 struct frame {
     unsigned char kind;
-    unsigned char root;         /* an item's own object/array */
+    int keep;                   /* F_OBJ / F_ARR: the keep table's id, 0 = keep all */
     lua_Integer n;              /* F_ARR: elements so far */
 };
 
@@ -65,6 +68,7 @@ struct reader {
     int nframes, level, max_depth;
     int skip;                   /* > 0: inside a dropped value */
     int drop_next;              /* the object's next value is dropped */
+    int next_keep;              /* the keep id of the object's next value */
     int has_keep;
     char key[128];              /* the top-level member being read */
     int has_key;
@@ -269,11 +273,11 @@ static int open_container(struct reader *r, int is_map)
         r->skip = 1;
         return 1;
     }
-    int root = top->kind <= F_LIST;
+    int keep = top->kind <= F_LIST ? r->has_keep : top->kind == F_OBJ ? r->next_keep : top->keep;
     lua_newtable(r->L);
     if (!is_map)
         luaL_setmetatable(r->L, VM_ARRAY_MT);
-    r->fr[r->nframes++] = (struct frame){.kind = is_map ? F_OBJ : F_ARR, .root = (unsigned char)root};
+    r->fr[r->nframes++] = (struct frame){.kind = is_map ? F_OBJ : F_ARR, .keep = keep};
     return 1;
 }
 
@@ -308,14 +312,20 @@ static int on_map_key(void *ctx, const unsigned char *s, size_t len)
         r->index = 0;
         return 1;
     }
-    lua_pushlstring(r->L, (const char *)s, len);
-    if (f->root && r->has_keep) {
-        lua_pushvalue(r->L, -1);
-        int kept = lua_rawget(r->L, KEEP_IDX) != LUA_TNIL;
-        lua_pop(r->L, 1);
-        if (!kept) {
-            lua_pop(r->L, 1);
+    lua_State *L = r->L;
+    lua_pushlstring(L, (const char *)s, len);
+    r->next_keep = 0;
+    if (f->keep) {
+        lua_rawgeti(L, KEEP_IDX, f->keep);
+        lua_pushvalue(L, -2);
+        int t = lua_rawget(L, -2);
+        if (t == LUA_TNIL) {
+            lua_pop(L, 3);          /* the value, its keep table, the key */
             r->drop_next = 1;
+        } else {
+            if (t == LUA_TTABLE && lua_rawget(L, KEEP_IDX) == LUA_TNUMBER)
+                r->next_keep = (int)lua_tointeger(L, -1);
+            lua_pop(L, 2);
         }
     }
     return 1;
@@ -500,6 +510,32 @@ static lua_Integer opt_field(lua_State *L, int idx, const char *name, lua_Intege
     return v;
 }
 
+/* Gives the keep table at index t, and every table inside it, an id in ids (ids[n] =
+   table, ids[table] = n); the first gets 1. */
+static void number_keeps(lua_State *L, int t, int ids, int *next, int depth)
+{
+    if (depth > HARD_DEPTH)
+        luaL_error(L, "upload: keep is nested too deep");
+    lua_pushvalue(L, t);
+    if (lua_rawget(L, ids) != LUA_TNIL) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pop(L, 1);
+    ++*next;
+    lua_pushvalue(L, t);
+    lua_rawseti(L, ids, *next);
+    lua_pushvalue(L, t);
+    lua_pushinteger(L, *next);
+    lua_rawset(L, ids);
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        if (lua_istable(L, -1))
+            number_keeps(L, lua_gettop(L), ids, next, depth + 1);
+        lua_pop(L, 1);
+    }
+}
+
 /* host.upload.json(s, first, last, opts) -> reader */
 static int l_json(lua_State *L)
 {
@@ -521,7 +557,16 @@ static int l_json(lua_State *L)
     lua_newtable(L);
     lua_setiuservalue(L, -2, 2);
     lua_getfield(L, 4, "keep");
-    r->has_keep = lua_istable(L, -1);
+    if (lua_istable(L, -1)) {
+        int next = 0;
+        lua_newtable(L);
+        number_keeps(L, lua_gettop(L) - 1, lua_gettop(L), &next, 0);
+        r->has_keep = 1;
+        lua_replace(L, -2);
+    } else {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+    }
     lua_setiuservalue(L, -2, 3);
     lua_newtable(L);
     lua_setiuservalue(L, -2, 4);

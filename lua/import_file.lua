@@ -17,7 +17,9 @@
 --       -- lists: the top-level members holding items ("" = a top-level array) and the
 --       -- source of their items; "file": the request says, else evidence decides
 --     csv = { match = function(columns) -> bool },   -- columns: set of norm.key(header)
---     fields = {...},                  -- the JSON item keys convert reads
+--     fields = {"asin", rating = {"num_ratings"}},  -- the JSON item keys convert reads:
+--                                      -- a name keeps the value whole, name = {...} only
+--                                      -- those keys of the objects in it
 --     flat = true,                     -- keys reach convert as norm.key(key), as CSV's do
 --     convert = function(raw, ctx) -> item,   -- sync wire names (lua/sync_rules.lua);
 --       -- ctx = {kind = "json" | "csv", list_source =, marketplace =}
@@ -64,13 +66,26 @@ local function check_importer(name, imp)
   if imp.csv and type(imp.csv.match) ~= "function" then bad("csv needs match(columns)") end
 end
 
+-- Adds an importer's fields to the reader's keep tree: "name" keeps the value whole,
+-- name = {...} only the parts of it listed the same way (host.upload.json's keep).
+local function merge_keep(into, fields)
+  for k, v in pairs(fields) do
+    if type(k) == "number" then
+      into[v] = true
+    elseif into[k] ~= true then
+      into[k] = into[k] or {}
+      merge_keep(into[k], v)
+    end
+  end
+end
+
 -- Loaded once per VM (a VM is rebuilt when a file under lua/ changes).
 local IMPORTERS, KEEP, LISTED = {}, {}, {}
 for _, name in ipairs(host.modules and host.modules("importers") or {}) do
   local imp = require(name)
   check_importer(name, imp)
   IMPORTERS[#IMPORTERS + 1] = imp
-  for _, f in ipairs(imp.fields or {}) do KEEP[f] = true end
+  merge_keep(KEEP, imp.fields or {})
   for key in pairs(imp.json and imp.json.lists or {}) do LISTED[key] = true end
 end
 _M.importers = IMPORTERS

@@ -6,7 +6,7 @@ local _M = {}
 
 local json = require("json")
 
-local nfc = host.unicode.nfc
+local nfc, plain = host.text.nfc, host.text.plain
 local type, tonumber, tostring, ipairs = type, tonumber, tostring, ipairs
 local find, match, gsub, sub, lower, upper, format, char, byte =
   string.find, string.match, string.gsub, string.sub, string.lower, string.upper,
@@ -168,34 +168,11 @@ function _M.language(v)
   return code or v
 end
 
-local ENTITIES = { amp = "&", lt = "<", gt = ">", quot = '"', apos = "'", nbsp = " ",
-                   mdash = "\u{2014}", ndash = "\u{2013}", hellip = "\u{2026}",
-                   rsquo = "\u{2019}", lsquo = "\u{2018}", rdquo = "\u{201D}",
-                   ldquo = "\u{201C}", copy = "\u{A9}", reg = "\u{AE}", trade = "\u{2122}" }
-
-local function entity(e)
-  local num = match(e, "^#[xX](%x+)$")
-  local cp = num and tonumber(num, 16) or tonumber(match(e, "^#(%d+)$") or "")
-  if cp then
-    if cp == 0 or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then return "" end
-    return char(cp)
-  end
-  return ENTITIES[lower(e)]
-end
-
--- Plain text from an HTML summary: paragraphs and line breaks become newlines, other
--- tags go, entities are decoded, blank runs collapse. nil when nothing is left.
+-- Plain text from an HTML summary (host.text.plain: </p> and <br> become line breaks,
+-- other tags go, entities are decoded, blanks collapse). nil when nothing is left.
 function _M.plain(v)
   if type(v) ~= "string" then return nil end
-  if find(v, "<", 1, true) then
-    v = gsub(v, "<[Bb][Rr]%s*/?>", "\n")
-    v = gsub(v, "</[Pp]%s*>", "\n")
-    v = gsub(v, "<[^>]*>", "")
-  end
-  if find(v, "&", 1, true) then v = gsub(v, "&(#?%w+);", entity) end
-  v = gsub(v, "[ \t\r\f\v]+", " ")
-  if find(v, "\n", 1, true) then v = gsub(v, " ?\n%s*", "\n") end
-  return trim(v)
+  return plain(v)
 end
 
 local COVER = "https://m.media-amazon.com/images/I/%s._SL500_.jpg"

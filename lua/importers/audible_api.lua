@@ -10,12 +10,16 @@ local _M = {
   format = "audible-api",
   json = { lists = { items = "LIBRARY", products = "WISHLIST" } },
   fields = {
-    "asin", "title", "subtitle", "authors", "narrators", "series", "relationships",
-    "runtime_length_min", "product_images", "publisher_summary",
-    "extended_product_description", "merchandising_summary", "rating", "publisher_name",
-    "release_date", "issue_date", "publication_datetime", "language", "category_ladders",
-    "purchase_date", "library_status", "listening_status", "percent_complete", "is_finished",
-    "provided_review", "added_timestamp", "content_delivery_type",
+    "asin", "title", "subtitle", "runtime_length_min", "product_images", "publisher_summary",
+    "extended_product_description", "merchandising_summary", "publisher_name", "release_date",
+    "issue_date", "publication_datetime", "language", "purchase_date", "percent_complete",
+    "is_finished", "added_timestamp",
+    authors = { "name" }, narrators = { "name" }, series = { "title", "sequence" },
+    relationships = { "relationship_type", "relationship_to_product", "title", "sequence", "sort" },
+    rating = { overall_distribution = { "average_rating", "display_average_rating", "num_ratings" } },
+    category_ladders = { ladder = { "name" } },
+    library_status = { "date_added" }, listening_status = { "percent_complete", "is_finished" },
+    provided_review = { ratings = { "overall_rating" } },
   },
 }
 

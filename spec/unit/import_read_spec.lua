@@ -40,6 +40,15 @@ describe("host.upload.json", function()
     assert.same({ { "items", { asin = "A", rating = { n = 3 }, title = "T" } } }, items)
   end)
 
+  it("filters nested objects by a nested keep, through arrays", function()
+    local items = read_all('{"items": [{"asin": "A", "rating": {"overall": {"n": 3, "x": 1}, "story": {"n": 2}}, ' ..
+      '"ladders": [{"ladder": [{"id": "1", "name": "Fantasy"}], "root": "Genres"}], "images": {"500": "u"}}]}',
+      { keep = { asin = true, images = true, rating = { overall = { n = true } },
+                 ladders = { ladder = { name = true } } } })
+    assert.same({ { "items", { asin = "A", rating = { overall = { n = 3 } }, images = { ["500"] = "u" },
+                                ladders = { { ladder = { { name = "Fantasy" } } } } } } }, items)
+  end)
+
   it("reads gzip (by its magic bytes) and a UTF-8 byte order mark", function()
     local gz = host.gzip.compress('\239\187\191[{"a": 1}]')
     assert.same({ { "", { a = 1 } } }, read_all(gz))
@@ -141,6 +150,7 @@ describe("import_norm", function()
     assert.equal("Bold & bright.\nLine\ntwo\nÉ <ok>",
       norm.plain("<p><b>Bold</b> &amp; bright.</p>  <p>Line<br/>two</p><p>&#201; &lt;ok&gt;</p>"))
     assert.is_nil(norm.plain("<p> </p>"))
+    assert.equal("3 < 5 & 6 > 4 &bogus; &#0; ok", norm.plain(" 3 < 5 &amp; 6 &gt; 4 &bogus; &#0;\t\tok "))
   end)
 
   it("treats a rating nobody gave as none, and finds covers from ids", function()
