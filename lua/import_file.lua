@@ -154,7 +154,7 @@ local function add(run, imp, raw, list_source)
     item.source = source
   end
   if run.n >= run.max then
-    refuse(422, "too_many_titles", format("a file holds at most %d titles", run.max))
+    refuse(413, "too_many_titles", format("a file holds at most %d titles", run.max))
   end
   run.n = run.n + 1
   run.items[run.n] = item

@@ -10,9 +10,10 @@
 --
 -- The body reaches Lua as sent (raw_body: core/http_server.c leaves its gzip alone; at
 -- most body_limit = import_file_max_bytes): host.upload inflates it while reading, to
--- that same limit, so a large file is never held inflated. Refused files answer 400 malformed_file (with the line and item),
--- 413 payload_too_large, 415 unsupported_format / unsupported_encoding, 422
--- no_valid_titles / too_many_titles, and write a failed sync_history row like a sync.
+-- that same limit, so a large file is never held inflated. Refused files answer 400
+-- malformed_file (with the line and item), 413 payload_too_large / too_many_titles, 415
+-- unsupported_format / unsupported_encoding, 422 no_valid_titles, and write a failed
+-- sync_history row like a sync.
 local errors = require("errors")
 local import_file = require("import_file")
 local sync_import = require("sync_import")
