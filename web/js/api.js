@@ -31,7 +31,10 @@ function wait(ms) {
 
 export async function request(method, path, body) {
   const opts = { method, headers: { Accept: 'application/json' }, credentials: 'same-origin' };
-  if (body !== undefined) {
+  if (body instanceof Blob) {           // a file, sent as it is (POST /api/import)
+    opts.headers['Content-Type'] = body.type || 'application/octet-stream';
+    opts.body = body;
+  } else if (body !== undefined) {
     opts.headers['Content-Type'] = 'application/json';
     opts.body = JSON.stringify(body);
   }
@@ -61,6 +64,7 @@ export async function request(method, path, body) {
 export const get = (path) => request('GET', path);
 export const post = (path, body) => request('POST', path, body);
 export const put = (path, body) => request('PUT', path, body);
+export const upload = (path, file) => request('POST', path, file);
 
 // A query string from an object, leaving out empty values.
 export function query(params) {

@@ -8,4 +8,5 @@ export const routes = [
   { path: '/library/:asin', load: () => import('./pages/title.js') },
   { path: '/stats', load: () => import('./pages/stats.js'), nav: 'Stats' },
   { path: '/settings', load: () => import('./pages/settings.js') },
+  { path: '/import', load: () => import('./pages/import.js') },
 ];
