@@ -5,8 +5,6 @@
 local h = require("spec.support.helpers")
 local fx = require("spec.support.library_fixture")
 
-local json = h.host.json
-
 -- The two uploads (JSON text): a library of 400 titles (one with markup in its summary,
 -- which the title page must show as text), then the same without three titles.
 local function uploads()
@@ -27,24 +25,9 @@ end
 describe("the web app in a browser", function()
   h.reset_db()
   local srv = h.start_server()
-  local dir = h.test_dir
-  local lib_file, out_file = dir .. "/journey-library.json", dir .. "/journey-results.json"
+  local lib_file = h.test_dir .. "/journey-library.json"
   h.write_file(lib_file, uploads())
-  os.remove(out_file)
-  local code, output = h.run(string.format("node %s/spec/browser/journey.mjs %s %s %s",
-    h.shell_quote(h.root), h.shell_quote(srv.url), h.shell_quote(lib_file), h.shell_quote(out_file)))
+  local code, output, steps = h.browser_steps("journey.mjs", srv.url, lib_file)
   srv:stop()
-  local text = h.read_file(out_file)
-  local results = text and json.decode(text) or { steps = {} }
-
-  it("runs the journey to its end", function()
-    assert.are.equal(0, code, output)
-    assert.is_true(#results.steps >= 15, "steps reported: " .. #results.steps .. "\n" .. output)
-  end)
-
-  for _, s in ipairs(results.steps) do
-    it(s.name, function()
-      assert(s.ok, s.error)
-    end)
-  end
+  h.step_tests(it, "runs the journey to its end", code, output, steps, 15)
 end)
