@@ -201,7 +201,4 @@ function _M.import_file(email, source, marketplace, body)
   return nil, tostring(res)
 end
 
--- Exposed for specs and for route files that build responses by hand.
-_M.json_response = json_response
-
 return _M

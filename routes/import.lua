@@ -14,6 +14,7 @@
 -- malformed_file (with the line and item), 413 payload_too_large / too_many_titles, 415
 -- unsupported_format / unsupported_encoding, 422 no_valid_titles, and write a failed
 -- sync_history row like a sync.
+local db = require("db")
 local errors = require("errors")
 local import_file = require("import_file")
 local sync_import = require("sync_import")
@@ -89,7 +90,12 @@ end
 local function options(user, params)
   local source = SOURCES[lower(params.source or "auto")]
   if not source then bad_parameter("source", "source must be LIBRARY, WISHLIST or auto") end
-  local market = lower(params.marketplace or user.marketplace or DEFAULT_MARKETPLACE)
+  local market = params.marketplace
+  if market == nil then
+    local row = db.one("SELECT marketplace FROM users WHERE id = $1", user.id)
+    market = row and row.marketplace ~= db.null and row.marketplace or DEFAULT_MARKETPLACE
+  end
+  market = lower(market)
   if not MARKETPLACES[market] then
     bad_parameter("marketplace", "marketplace must be one of us, uk, de, fr, ca, it, au, in, jp, es, br")
   end

@@ -386,6 +386,15 @@ describe("POST /api/import", function()
       clear_catalog()
       c = h.login(w.srv, "scope@example.com")
       assert_ok(upload(c, fixture("audible-api-library.json")), "audible-api")
+      -- a title the user added by hand (POST /api/library makes these)
+      local t = h.one([[INSERT INTO title_catalog (asin, title) VALUES ('B0MANUAL01', 'By Hand')
+                        RETURNING id]])
+      h.one([[INSERT INTO user_library (user_id, title_id, source) VALUES ($1, $2, 'MANUAL')
+              RETURNING id]], c.user.id, t.id)
+    end)
+
+    after_each(function()
+      assert.equal("MANUAL", active(c).B0MANUAL01, "the manual entry survives every file")
     end)
 
     it("a wishlist file leaves the library untouched, and an owned title stays owned", function()
@@ -402,7 +411,8 @@ describe("POST /api/import", function()
     it("a library file replaces the library and leaves the wishlist", function()
       local res = assert_ok(upload(c, fixture("audible-cli-library-nasty.csv")), "audible-cli")
       assert.same({ 6, { "LIBRARY" } }, { res.removed, res.covers })
-      assert.same({ B0CSVNASTY = "LIBRARY", B0PODCAST1 = "LIBRARY", B0FAKEPRE1 = "WISHLIST" }, active(c))
+      assert.same({ B0CSVNASTY = "LIBRARY", B0PODCAST1 = "LIBRARY", B0FAKEPRE1 = "WISHLIST",
+                    B0MANUAL01 = "MANUAL" }, active(c))
     end)
 
     it("a title that comes back in a later file gets its old entry back", function()
@@ -479,6 +489,14 @@ describe("POST /api/import", function()
       assert.same({ status = 415, error = "unsupported_encoding" },
         h.error_of(upload(c, fixture("audible-cli-library.tsv"), nil, { ["Content-Encoding"] = "br" })))
       assert.equal(0, count_entries(c))
+    end)
+
+    it("takes the user's marketplace unless the request names one", function()
+      local c = h.login(w.srv, "market@example.com")
+      h.one("UPDATE users SET marketplace = 'de' WHERE id = $1 RETURNING id", c.user.id)
+      assert.equal("de", assert_ok(upload(c, fixture("libation-library.json"), "?dryRun=1"), "libation").marketplace)
+      assert.equal("uk", assert_ok(upload(c, fixture("libation-library.json"), "?dryRun=1&marketplace=UK"),
+        "libation").marketplace)
     end)
 
     it("needs a session and a same-origin request", function()
