@@ -1,5 +1,5 @@
 # shelfsync — build, run, test, bench. `make help` lists the targets.
-PKGS     := lua5.4 libmicrohttpd libjwt libcurl libpq openssl zlib jansson
+PKGS     := lua5.4 libmicrohttpd libjwt libcurl libpq openssl zlib jansson yajl libutf8proc
 BUILD    ?= build
 SAN      ?=
 CFLAGS   ?= -O2 -g

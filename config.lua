@@ -9,6 +9,8 @@ return {
   connection_timeout_s = 30,
   max_body_bytes = 1048576,       -- a route's default body_limit (a gzip body: after inflating too)
   max_import_bytes = 67108864,    -- the body_limit of POST /api/sync/import (routes/sync.lua)
+  import_file_max_bytes = 268435456, -- the body_limit of POST /api/import (routes/import.lua): a library
+                                  -- file, counted once inflated (gzip is read as a stream)
   shutdown_grace_s = 20,          -- SIGTERM: how long in-flight requests may take to finish
   cors_origins = {},              -- cookie routes' cross-origin callers, e.g. {"https://app.example"};
                                   -- the import (Bearer token) is open to every origin without this
@@ -49,6 +51,7 @@ return {
   sync_max_unused_tokens = 10,
   sync_max_titles = 100000,
   sync_warning_cap = 100,
+  import_file_max_items = 100000, -- titles one library file may hold (POST /api/import, `shelfsync import`)
 
   -- Title metadata (issue 12): an Audnexus-compatible provider fills the shared catalog in
   -- the background (GET <url>/books/<asin>?region=<marketplace>). Empty: no enrichment.

@@ -59,6 +59,7 @@ static const struct conf_key conf_keys[] = {
     NUM("connection_timeout_s", CONF_INT, AT(connection_timeout_s), 0, 86400),
     NUM("max_body_bytes", CONF_SIZE, AT(max_body_bytes), 1, 1LL << 32),
     NUM("max_import_bytes", CONF_SIZE, NO_FIELD, 1, 1LL << 32),
+    NUM("import_file_max_bytes", CONF_SIZE, NO_FIELD, 1, 1LL << 34),
     NUM("shutdown_grace_s", CONF_INT, AT(shutdown_grace_s), 0, 3600),
     LIST("cors_origins"),
     STR("log_level", AT(log_level), 0),
@@ -90,6 +91,7 @@ static const struct conf_key conf_keys[] = {
     NUM("sync_max_unused_tokens", CONF_INT, NO_FIELD, 1, 10000),
     NUM("sync_max_titles", CONF_INT, NO_FIELD, 1, 10000000),
     NUM("sync_warning_cap", CONF_INT, NO_FIELD, 1, 100000),
+    NUM("import_file_max_items", CONF_INT, NO_FIELD, 1, 10000000),
     /* Housekeeping */
     NUM("cleanup_interval_s", CONF_INT, AT(cleanup_interval_s), 0, 604800),  /* 0: off */
     /* Operators */

@@ -98,6 +98,8 @@ void host_push(lua_State *L, const char *config_json)
     set_binding(L, "http", httpc_luaopen);
     set_binding(L, "gzip", gzip_luaopen);
     set_binding(L, "enrichment", enrich_luaopen);
+    set_binding(L, "upload", upload_luaopen);
+    set_binding(L, "text", text_luaopen);
     luaL_getmetatable(L, VM_ARRAY_MT);
     lua_setfield(L, -2, "array_mt");
 

@@ -13,6 +13,8 @@ int jwt_luaopen(lua_State *L);     /* host.jwt    (jwt.c)    */
 int httpc_luaopen(lua_State *L);   /* host.http   (httpc.c)  */
 int gzip_luaopen(lua_State *L);    /* host.gzip   (gzip.c)   */
 int enrich_luaopen(lua_State *L);  /* host.enrichment (enrich.c) */
+int upload_luaopen(lua_State *L);  /* host.upload (upload.c) */
+int text_luaopen(lua_State *L);    /* host.text   (text.c)   */
 
 /*
 ** Pushes a new `host` table: every binding above, plus host.config (decoded from

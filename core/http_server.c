@@ -72,6 +72,7 @@ struct request {
     int routed;                     /* a Lua route matches: the static files do not answer */
     char *allow_origin;             /* owned: its CORS Access-Control-Allow-Origin, or NULL */
     int too_large, dispatched;
+    int raw_body;                   /* the route's raw_body: gzip handed to Lua as sent */
     struct MHD_Response *resp;      /* built by the worker */
     int status;
     size_t resp_bytes;
@@ -367,6 +368,8 @@ static int inflate_body(struct request *r, int *status, const char **code, const
         *status = 415, *code = "unsupported_encoding", *msg = "Content-Encoding must be gzip or identity";
         return -1;
     }
+    if (r->raw_body)
+        return 0;       /* the route inflates as it reads (host.upload), to its limit */
     char *out;
     size_t outlen;
     int rc = gzip_inflate(r->body ? r->body : "", r->len, r->limit, &out, &outlen);
@@ -426,7 +429,7 @@ static void run_request(struct worker *w, struct job *job)
 /* ---- MHD callbacks (polling thread) ---- */
 
 /* What the published route table says of this request, learnt before its body arrives:
-   body limit, authentication, CORS. A preflight takes the policy of the method it asks
+   body limit, whether C inflates a gzip body, authentication, CORS. A preflight takes the policy of the method it asks
    about. Returns 0, or -1 when out of memory. */
 static int apply_route(struct request *r)
 {
@@ -440,6 +443,7 @@ static int apply_route(struct request *r)
     const struct routes_table *t = s ? s->routes : NULL;
     const struct routes_route *rt = routes_match(t, method, r->path);
     r->limit = rt ? rt->body_limit : r->srv->conf->max_body_bytes;
+    r->raw_body = rt ? rt->raw_body : 0;
     r->auth = rt ? rt->auth : ROUTES_AUTH_SESSION;
     r->routed = rt != NULL;
     const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");

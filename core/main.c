@@ -6,6 +6,8 @@
 **   shelfsync check [--config FILE]   compile every Lua file; exit 1 with file:line on error
 **   shelfsync cleanup [--config FILE] delete expired tokens and sessions once
 **   shelfsync config [--config FILE]  print the resolved configuration (secrets redacted)
+**   shelfsync import --user EMAIL [--source S] [--marketplace M] [--config FILE] FILE
+**                                     import a library file for a user, as POST /api/import
 **   shelfsync version
 */
 #include <lauxlib.h>
@@ -35,7 +37,8 @@
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: shelfsync serve|migrate|check|cleanup|config|version [--config FILE]\n");
+    fprintf(stderr, "usage: shelfsync serve|migrate|check|cleanup|config|version [--config FILE]\n"
+                    "       shelfsync import --user EMAIL [--source S] [--marketplace M] [--config FILE] FILE\n");
     return 2;
 }
 
@@ -98,6 +101,95 @@ static int cmd_cleanup(const struct conf *c)
     vm_close(L);
     pg_conn_free(pg);
     return rc < 0 ? 1 : 0;
+}
+
+struct import_args {
+    const char *user, *source, *marketplace, *file;
+};
+
+/* Reads a whole file into a malloc'd buffer (*len bytes). NULL with errno on failure. */
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t cap = 0, n = 0;
+    if (!f)
+        return NULL;
+    for (;;) {
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 1 << 20;
+            char *grown = realloc(buf, ncap);
+            if (!grown)
+                goto fail;
+            buf = grown;
+            cap = ncap;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    if (ferror(f))
+        goto fail;
+    fclose(f);
+    *len = n;
+    return buf;
+fail:
+    fclose(f);
+    free(buf);
+    return NULL;
+}
+
+/* Runs app.import_file(email, source, marketplace, bytes): the route's own import. Prints
+   the answer on stdout (0) or the error on stderr (1). */
+static int cmd_import(const struct conf *c, const struct import_args *a)
+{
+    char err[2048];
+    size_t len = 0;
+    int rc = 1;
+    lua_State *L = NULL;
+    struct pg_conn *pg = NULL;
+    char *bytes = read_file(a->file, &len);
+    if (!bytes) {
+        log_error("cannot read %s", a->file);
+        return 1;
+    }
+    struct scripts *s = scripts_load(c->root, err, sizeof err);
+    L = s ? vm_new(c, s, err, sizeof err) : NULL;
+    scripts_unref(s);
+    if (!L) {
+        log_error("%s", err);
+        goto fail;
+    }
+    pg = pg_conn_new(c->database_url, c->statement_timeout_ms);
+    pg_attach(L, pg);
+    if (vm_push_app_fn(L, "import_file") < 0) {
+        log_error("lua/app.lua has no import_file");
+        goto fail;
+    }
+    lua_pushstring(L, a->user);
+    lua_pushstring(L, a->source);
+    lua_pushstring(L, a->marketplace);
+    lua_pushlstring(L, bytes, len);
+    free(bytes);
+    bytes = NULL;
+    if (vm_call(L, 4, 2, err, sizeof err) != LUA_OK) {
+        log_error("import failed: %s", err);
+        goto fail;
+    }
+    if (lua_isstring(L, -2)) {
+        printf("%s\n", lua_tostring(L, -2));
+        rc = 0;
+    } else {
+        fprintf(stderr, "%s\n", lua_isstring(L, -1) ? lua_tostring(L, -1) : "import failed");
+    }
+fail:
+    free(bytes);
+    if (L)
+        vm_close(L);
+    if (pg)
+        pg_conn_free(pg);
+    return rc;
 }
 
 /* ---- serve ---- */
@@ -220,12 +312,24 @@ int main(int argc, char **argv)
     if (argc < 2)
         return usage();
     const char *cmd = argv[1], *config = NULL;
+    struct import_args imp = {0};
+    int is_import = !strcmp(cmd, "import");
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--config") && i + 1 < argc)
             config = argv[++i];
+        else if (is_import && !strcmp(argv[i], "--user") && i + 1 < argc)
+            imp.user = argv[++i];
+        else if (is_import && !strcmp(argv[i], "--source") && i + 1 < argc)
+            imp.source = argv[++i];
+        else if (is_import && !strcmp(argv[i], "--marketplace") && i + 1 < argc)
+            imp.marketplace = argv[++i];
+        else if (is_import && argv[i][0] != '-' && !imp.file)
+            imp.file = argv[i];
         else
             return usage();
     }
+    if (is_import && (!imp.user || !imp.file))
+        return usage();
     if (!strcmp(cmd, "version")) {
         printf("shelfsync %s\n", SHELFSYNC_VERSION);
         return 0;
@@ -259,6 +363,10 @@ int main(int argc, char **argv)
         if (load_conf(&c, config, CONF_NO_SECRET) < 0)
             return 1;
         rc = cmd_cleanup(&c);
+    } else if (is_import) {
+        if (load_conf(&c, config, CONF_NO_SECRET) < 0)
+            return 1;
+        rc = cmd_import(&c, &imp);
     } else {
         return usage();
     }

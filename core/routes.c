@@ -52,6 +52,9 @@ static int read_route(lua_State *L, struct routes_route *rt, char *err, size_t e
     lua_getfield(L, -3, "body_limit");
     lua_getfield(L, -4, "cors");
     lua_getfield(L, -5, "auth");
+    lua_getfield(L, -6, "raw_body");
+    int raw_body = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     const char *method = lua_tostring(L, -5), *path = lua_tostring(L, -4);
     lua_Integer limit = lua_isinteger(L, -3) ? lua_tointeger(L, -3) : 0;
     int cors = name_index(cors_names, lua_tostring(L, -2));
@@ -65,6 +68,7 @@ static int read_route(lua_State *L, struct routes_route *rt, char *err, size_t e
     else {
         snprintf(rt->method, sizeof rt->method, "%s", method);
         rt->body_limit = (size_t)limit;
+        rt->raw_body = raw_body;
         rt->cors = (enum routes_cors)cors;
         rt->auth = (enum routes_auth)auth;
         rc = 0;

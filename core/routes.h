@@ -30,6 +30,7 @@ struct routes_route {
     char **segs;            /* its segments; a ":name" one matches any segment */
     size_t nsegs;
     size_t body_limit;      /* bytes, after inflating a gzip body too */
+    int raw_body;           /* a gzip body reaches Lua as sent (the route inflates it) */
     enum routes_cors cors;
     enum routes_auth auth;
 };

@@ -198,6 +198,30 @@ static int l_web_index(lua_State *L)
     return 1;
 }
 
+/* host.modules("importers") -> {"importers.audible_api", ...}: the snapshot's lua/<dir>/NAME.lua
+   as module names, sorted; how a plug-in directory (lua/importers/) is discovered. */
+static int l_modules(lua_State *L)
+{
+    const struct scripts *s = budget_of(L)->scripts;
+    size_t dlen;
+    const char *dir = luaL_checklstring(L, 1, &dlen);
+    luaL_argcheck(L, valid_module_name(dir) && !strchr(dir, '.'), 1, "invalid directory name");
+    lua_newtable(L);
+    int n = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        const char *rel = s->files[i].rel;
+        size_t len = strlen(rel);
+        if (!strncmp(rel, "lua/", 4) && !strncmp(rel + 4, dir, dlen) && rel[4 + dlen] == '/' &&
+            !strchr(rel + 5 + dlen, '/')) {
+            lua_pushfstring(L, "%s.%s", dir, rel + 5 + dlen);
+            lua_pushlstring(L, lua_tostring(L, -1), dlen + 1 + (len - 5 - dlen) - 4);
+            lua_remove(L, -2);
+            lua_rawseti(L, -2, ++n);
+        }
+    }
+    return 1;
+}
+
 /* ---- the environment ---- */
 
 static const char *const safe_globals[] = {
@@ -286,6 +310,8 @@ static void build_env(lua_State *L, const struct conf *c)
     lua_pushstring(L, c->web_root);
     lua_pushcclosure(L, l_web_index, 1);
     lua_setfield(L, -2, "web_index");
+    lua_pushcfunction(L, l_modules);
+    lua_setfield(L, -2, "modules");
     make_readonly(L, 1);
     lua_setfield(L, env, "host");
 

@@ -41,6 +41,9 @@ local function check_route(file, i, r)
   if not r.body_limit or r.body_limit < 1 then
     error(where .. ": body_limit must be a positive whole number of bytes", 0)
   end
+  if r.raw_body ~= nil and type(r.raw_body) ~= "boolean" then
+    error(where .. ": raw_body must be true or false", 0)
+  end
   r.cors = r.cors or "listed"
   if not CORS_POLICIES[r.cors] then error(where .. ": cors must be listed or public", 0) end
   if r.cors == "public" and not COOKIELESS[r.auth] then
@@ -161,7 +164,8 @@ end
 function _M.routes()
   local list = {}
   for i, r in ipairs(routes:list()) do
-    list[i] = { method = r.method, path = r.path, body_limit = r.body_limit, cors = r.cors, auth = r.auth }
+    list[i] = { method = r.method, path = r.path, body_limit = r.body_limit, cors = r.cors, auth = r.auth,
+                raw_body = r.raw_body == true }
   end
   return { routes = list, cors_origins = config.cors_origins }
 end
@@ -176,6 +180,25 @@ end
 
 function _M.enrich_release(asins, delay_ms, owner)
   return require("enrichment").release(asins, delay_ms, owner)
+end
+
+-- `shelfsync import --user EMAIL [--source S] [--marketplace M] FILE`: the route's own
+-- import (routes/import.lua) for an operator. Returns the answer as JSON, or nil and the
+-- error as JSON (or a message).
+function _M.import_file(email, source, marketplace, body)
+  local db = require("db")
+  local ok, res = xpcall(function()
+    local user = db.one([[SELECT id, email FROM users
+                          WHERE lower(email) = lower($1) AND status = 'active']], email)
+    if not user then errors.raise(404, "not_found", "no active user has the email " .. email) end
+    local params = { source = source, marketplace = marketplace }
+    return require("routes.import").import_for(user, body, 1, #body, params, "cli")
+  end, host.traceback)
+  if ok then return json.encode(res) end
+  if errors.is_http(res) then
+    return nil, json.encode(errors.body(res.code, res.message, res.details))
+  end
+  return nil, tostring(res)
 end
 
 return _M

@@ -194,7 +194,12 @@ end
 -- no_valid_titles; 413 too_many_titles). The items are the decoded tables, cleaned in place;
 -- nothing else is stored in them.
 function _M.prepare(body, text_checked)
-  local titles = envelope(body)
+  return _M.prepare_items(envelope(body), text_checked)
+end
+
+-- The same over a list of items built by other means (lua/import_file.lua's importers):
+-- the caller bounds its length.
+function _M.prepare_items(titles, text_checked)
   local received = #titles
   local check = text_checked and CHECK_ITEM_TEXT_CHECKED or CHECK_ITEM
   local w = new_warnings()
@@ -503,7 +508,7 @@ end
 
 -- Brings the user's library up to date with the items (title_ids[k] is items[k]'s
 -- title). Returns the number of entries active before, and the number removed now.
-local function library(user_id, prep, title_ids, now)
+local function library(user_id, prep, title_ids, now, covers)
   local items, mask, count = prep.items, prep.mask, prep.count
   local stored = db.query([[
     SELECT id, title_id, source, listening_progress, personal_rating, date_added,
@@ -513,7 +518,7 @@ local function library(user_id, prep, title_ids, now)
   for i = 1, #stored do
     local s = stored[i]
     by_title[s.title_id] = s
-    if not s.removed then before = before + 1 end
+    if not s.removed and covers[s.source] then before = before + 1 end
   end
 
   local rows, nrows, present = {}, 0, {}
@@ -522,6 +527,9 @@ local function library(user_id, prep, title_ids, now)
     local tid = title_ids[k]
     local s = by_title[tid]
     present[tid] = true
+    if s and not s.removed and not covers[s.source] and it.source ~= "LIBRARY" then
+      goto continue   -- an entry of a source this import does not cover: only a purchase moves it
+    end
     local progress, rating, added = it.listeningProgress, it.personalRating, it.dateAdded
     local m = mask[k]
     if m >= NO_PROGRESS then      -- a personal field is missing: keep the stored one
@@ -540,6 +548,7 @@ local function library(user_id, prep, title_ids, now)
                       listening_progress = progress, personal_rating = rating,
                       date_added = added, removed_at = null }
     end
+    ::continue::
   end
   if nrows > 0 then
     -- rows follow the ASIN order, not the (user_id, title_id) key: this user's rows are
@@ -552,7 +561,7 @@ local function library(user_id, prep, title_ids, now)
   local gone, ngone = {}, 0
   for i = 1, #stored do
     local s = stored[i]
-    if not s.removed and not present[s.title_id] and s.source ~= "MANUAL" then
+    if not s.removed and not present[s.title_id] and covers[s.source] then
       ngone = ngone + 1
       gone[ngone] = s.id
     end
@@ -575,17 +584,23 @@ local function removal_warning(removed, before)
     removed == 1 and "title" or "titles", removed == 1 and "was" or "were")
 end
 
-local function import_tx(user_id, jti, prep)
-  local tok = db.one([[SELECT id, user_id, used, expires_at <= now() AS expired
-                       FROM sync_tokens WHERE jti = $1 FOR UPDATE]], jti)
-  if not tok or tok.user_id ~= user_id then
-    token_error("token_invalid", "this sync token is not valid")
-  end
-  if tok.used then
-    token_error("token_already_used", "this sync token was already used; start a new sync")
-  end
-  if tok.expired then
-    token_error("token_expired", "this sync token has expired; start a new sync")
+-- The sources a sync replaces; a file import says which it covers (opts.covers).
+local SYNC_COVERS = { LIBRARY = true, WISHLIST = true }
+
+local function import_tx(user_id, jti, prep, opts)
+  local tok
+  if jti then
+    tok = db.one([[SELECT id, user_id, used, expires_at <= now() AS expired
+                   FROM sync_tokens WHERE jti = $1 FOR UPDATE]], jti)
+    if not tok or tok.user_id ~= user_id then
+      token_error("token_invalid", "this sync token is not valid")
+    end
+    if tok.used then
+      token_error("token_already_used", "this sync token was already used; start a new sync")
+    end
+    if tok.expired then
+      token_error("token_expired", "this sync token has expired; start a new sync")
+    end
   end
   local now = db.one([[SELECT pg_advisory_xact_lock($1, hashtext($2)) AS locked,
                               now() AS now]], _M.LOCK_CLASS, user_id).now
@@ -594,7 +609,7 @@ local function import_tx(user_id, jti, prep)
   local t0 = clock_ms()
   local ids, new_to_catalog, changed = catalog(prep)
   local t1 = clock_ms()
-  local before, removed = library(user_id, prep, ids, now)
+  local before, removed = library(user_id, prep, ids, now, opts.covers or SYNC_COVERS)
   local t2 = clock_ms()
 
   local head = {}
@@ -606,17 +621,21 @@ local function import_tx(user_id, jti, prep)
   -- catalog still lacks is the enrichment's to find, not a warning.
   local warnings = finish_warnings(head, prep.warnings)
 
-  db.query("UPDATE sync_tokens SET used = true, used_at = now() WHERE id = $1", tok.id)
+  if tok then
+    db.query("UPDATE sync_tokens SET used = true, used_at = now() WHERE id = $1", tok.id)
+  end
   local h = db.one([[
     INSERT INTO sync_history (user_id, synced_at, titles_imported, new_to_catalog, library_count,
                               wishlist_count, warnings, success)
     VALUES ($1, clock_timestamp(), $2, $3, $4, $5, $6, true)
     RETURNING id]], user_id, count, new_to_catalog, prep.library, prep.wishlist, warnings)
-  return {
+  local res = {
     sync_id = h.id, imported = count, new_to_catalog = new_to_catalog, changed = changed,
     removed = removed, library = prep.library, wishlist = prep.wishlist, warnings = warnings,
     catalog_ms = t1 - t0, library_ms = t2 - t1, title_ids = ids,
   }
+  if opts.dry_run then error({ dry_run = res }, 0) end   -- db.tx rolls back
+  return res
 end
 
 -- Deadlock and serialization failure: worth running the whole transaction again.
@@ -626,30 +645,37 @@ local function retryable(err)
   return type(err) == "table" and RETRYABLE[err.sqlstate] == true
 end
 
-local function import(user_id, jti, prep)
+local function import(user_id, jti, prep, opts)
   local attempt = 1
   while true do
-    local ok, res = pcall(db.tx, import_tx, user_id, jti, prep)
+    local ok, res = pcall(db.tx, import_tx, user_id, jti, prep, opts)
     if ok then
       -- After the commit, in its own statement: the sync never waits for the provider.
       res.queued = enrichment.enqueue(user_id, res.title_ids)
       return res
     end
+    if type(res) == "table" and res.dry_run then return res.dry_run end   -- rolled back
     if attempt >= 3 or not retryable(res) then error(res, 0) end
     host.log("warn", "sync import for user " .. user_id .. " retried after: " .. tostring(res))
     attempt = attempt + 1
   end
 end
 
--- Imports prep for user_id with the token jti. Returns {sync_id, imported, new_to_catalog,
--- changed, removed, library, wishlist, warnings, queued}. Raises 401 (token errors found
--- under the row lock), 503, or a database error; nothing is written then. While it runs,
--- this instance's metadata fetcher starts nothing new (host.enrichment.hold): the sync a
--- user waits for goes first, the background work after.
-function _M.run(user_id, jti, prep)
+-- Imports prep for user_id with the token jti (nil: a file import, no token). Returns
+-- {sync_id, imported, new_to_catalog, changed, removed, library, wishlist, warnings,
+-- queued}. Raises 401 (token errors found under the row lock), 503, or a database error;
+-- nothing is written then. While it runs, this instance's metadata fetcher starts nothing
+-- new (host.enrichment.hold): the sync a user waits for goes first, the background work
+-- after. opts (optional): covers = {SOURCE = true, ...}, the sources this import replaces
+-- (default LIBRARY and WISHLIST; MANUAL never): only active entries of those sources that
+-- it lacks are removed, and an entry of another source is left as it is unless the item
+-- is a LIBRARY one (a purchase); dry_run = true: everything is done and then rolled back,
+-- the answer is what it would have been (nothing queued).
+function _M.run(user_id, jti, prep, opts)
+  opts = opts or NOTHING
   local hold = host.enrichment.hold
   hold(true)
-  local ok, res = pcall(import, user_id, jti, prep)
+  local ok, res = pcall(import, user_id, jti, prep, opts)
   hold(false)
   if not ok then error(res, 0) end
   return res

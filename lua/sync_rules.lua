@@ -64,6 +64,8 @@ _M.CATALOG_FIELDS = {
   { json = "seriesName", column = "series_name", rule = optional { type = "string", max_len = 500 } },
   { json = "seriesPosition", column = "series_position",
     rule = optional { type = "number", min = 0, max = 1000000, coerce = true } },
+  -- the position as the source wrote it ("1-3", "Book 2"): seriesPosition is read from it
+  { json = "seriesSequence", column = "series_sequence", rule = optional { type = "string", max_len = 100 } },
   { json = "duration", column = "duration",
     rule = optional { type = "integer", min = 1, max = 1000000, coerce = true, round = true } },
   { json = "coverImageUrl", column = "cover_image_url", rule = optional(types.URL) },

@@ -15,3 +15,13 @@ BENCH_URL="http://127.0.0.1:$PORT" BENCH_PID="$SERVER_PID" lua5.4 bench/bench_sy
 echo
 echo "server-side phases per import (ms), in order:"
 grep -o '"msg":"sync import [^"]*' "$WORK/server.log" | sed -E 's/.*, ([0-9]+) titles \(([0-9]+) new.*ms: /\1 titles, \2 new: /'
+
+# A library file (POST /api/import, issue 14) on a fresh server, so that its peak RSS is
+# the import's own.
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+mv "$WORK/server.log" "$WORK/server-sync.log"
+bench_server 38300 SHELFSYNC_LOG_LEVEL=info
+echo
+echo "bench-import: server pid $SERVER_PID on port $PORT"
+BENCH_URL="http://127.0.0.1:$PORT" BENCH_PID="$SERVER_PID" lua5.4 bench/bench_import.lua
+grep -o '"msg":"file import [^"]*' "$WORK/server.log" | sed 's/"msg":"//'

@@ -251,7 +251,8 @@ describe("library browsing", function()
         title = {
           asin = it.asin, title = it.title, subtitle = opt(it.subtitle), authors = it.authors,
           narrators = it.narrators, seriesName = opt(it.seriesName),
-          seriesPosition = opt(it.seriesPosition), duration = opt(it.duration),
+          seriesPosition = opt(it.seriesPosition), seriesSequence = opt(it.seriesSequence),
+          duration = opt(it.duration),
           coverImageUrl = it.coverImageUrl, summary = it.summary, rating = opt(it.rating),
           ratingCount = opt(it.ratingCount), publisher = it.publisher,
           releaseDate = opt(it.releaseDate), language = it.language, categories = it.categories,

@@ -416,7 +416,8 @@ describe("Library sync", function()
           title = {
             asin = it.asin, title = it.title, subtitle = opt(it.subtitle), authors = it.authors,
             narrators = it.narrators, seriesName = opt(it.seriesName),
-            seriesPosition = opt(it.seriesPosition), duration = it.duration,
+            seriesPosition = opt(it.seriesPosition), seriesSequence = opt(it.seriesSequence),
+            duration = it.duration,
             coverImageUrl = it.coverImageUrl, summary = it.summary, rating = it.rating,
             ratingCount = it.ratingCount, publisher = it.publisher, releaseDate = it.releaseDate,
             language = it.language, categories = it.categories,

@@ -31,7 +31,10 @@ function wait(ms) {
 
 export async function request(method, path, body, headers) {
   const opts = { method, headers: { Accept: 'application/json', ...headers }, credentials: 'same-origin' };
-  if (body !== undefined) {
+  if (body instanceof Blob) {           // a file, sent as it is (POST /api/import)
+    opts.headers['Content-Type'] = body.type || 'application/octet-stream';
+    opts.body = body;
+  } else if (body !== undefined) {
     opts.headers['Content-Type'] = 'application/json';
     opts.body = JSON.stringify(body);
   }
@@ -66,6 +69,7 @@ export const del = (path) => request('DELETE', path);
 // changed since.
 export const patchIf = (path, body, version) => request('PATCH', path, body, { 'If-Match': `"${version}"` });
 export const patch = (path, body) => request('PATCH', path, body);
+export const upload = (path, file) => request('POST', path, file);
 
 // A query string from an object, leaving out empty values.
 export function query(params) {

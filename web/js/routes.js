@@ -12,4 +12,5 @@ export const routes = [
   { path: '/u/:username', load: () => import('./pages/profile.js'), public: true },
   { path: '/stats', load: () => import('./pages/stats.js'), nav: 'Stats' },
   { path: '/settings', load: () => import('./pages/settings.js') },
+  { path: '/import', load: () => import('./pages/import.js') },
 ];

@@ -83,6 +83,7 @@ function SyncCard({ first, totalBefore, onImported }) {
     </ol>`}
     <div class="actions">
       <button type="button" class="btn primary big" onClick=${start} disabled=${phase === 'waiting'}>Sync with Audible</button>
+      <a class="import-link" href="/import">or import a file</a>
     </div>
     <div aria-live="polite" class="sync-status">
       ${phase === 'waiting' && html`<p class="waiting"><span class="spinner" aria-hidden="true"></span>
