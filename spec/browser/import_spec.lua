@@ -2,11 +2,12 @@
 -- spec/browser/import.mjs previews every format fixture, imports one, shows a refused
 -- file's error and runs axe-core; each of its steps is one test here.
 local h = require("spec.support.helpers")
+local browser = require("spec.support.browser")
 
 describe("the import page in a browser", function()
   h.reset_db()
-  local srv = h.start_server()
-  local code, output, steps = h.browser_steps("import.mjs", srv.url, h.root .. "/spec/fixtures/formats")
-  srv:stop()
-  h.step_tests(it, "runs to its end", code, output, steps, 14)
+  local fixtures = { path = h.root .. "/spec/fixtures/formats" }
+  for _, t in ipairs(browser.journey("spec/browser/import.mjs", h.start_server(), fixtures, 14)) do
+    it(t.name, t.fn)
+  end
 end)

@@ -14,12 +14,13 @@ local h = require("spec.support.helpers")
 local _M = {}
 
 -- Runs the script now and stops srv; returns the tests {name, fn}: one that the script ran
--- to its end with at least min_steps steps, then one per step.
+-- to its end with at least min_steps steps, then one per step. input is the text the
+-- script reads (written to a file first), or {path = "..."} to hand it a path as it is.
 function _M.journey(script, srv, input, min_steps)
   local name = script:match("([^/]+)%.mjs$")
-  local input_file = h.test_dir .. "/" .. name .. "-input.json"
+  local input_file = type(input) == "table" and input.path or (h.test_dir .. "/" .. name .. "-input.json")
   local out_file = h.test_dir .. "/" .. name .. "-results.json"
-  h.write_file(input_file, input)
+  if type(input) ~= "table" then h.write_file(input_file, input) end
   os.remove(out_file)
   local code, output = h.run(string.format("node %s/%s %s %s %s", h.shell_quote(h.root), script,
     h.shell_quote(srv.url), h.shell_quote(input_file), h.shell_quote(out_file)))

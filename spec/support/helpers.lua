@@ -317,36 +317,6 @@ function _M.run(cmd)
   return code, (out:gsub("__exit=%d+%s*$", ""))
 end
 
--- ---- browser scripts (spec/browser/*.mjs) ----
-
--- Runs `node spec/browser/<script> <args...> <results file>`; the script writes
--- {"steps": [{"name", "ok", "error"}]} there. Returns its exit code, its output and the
--- steps (none when it wrote nothing).
-function _M.browser_steps(script, ...)
-  local out_file = TEST_DIR .. "/" .. script:gsub("%.mjs$", "") .. "-results.json"
-  os.remove(out_file)
-  local args = {}
-  for i, a in ipairs({ ... }) do args[i] = shell_quote(a) end
-  local code, output = _M.run(string.format("node %s/spec/browser/%s %s %s", shell_quote(ROOT),
-    script, table.concat(args, " "), shell_quote(out_file)))
-  local text = _M.read_file(out_file)
-  return code, output, text and host.json.decode(text).steps or {}
-end
-
--- One test per step a browser script reported, after one that it ran to its end with at
--- least min_steps steps. it: busted's, from the spec file (helpers do not see it).
-function _M.step_tests(it, what, code, output, steps, min_steps)
-  it(what, function()
-    assert(code == 0, "exit code " .. tostring(code) .. "\n" .. output)
-    assert(#steps >= min_steps, "steps reported: " .. #steps .. "\n" .. output)
-  end)
-  for _, s in ipairs(steps) do
-    it(s.name, function()
-      assert(s.ok, s.error)
-    end)
-  end
-end
-
 -- ---- a browser-like client with a cookie jar ----
 
 local Client = {}
