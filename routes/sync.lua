@@ -182,13 +182,13 @@ end
 -- Seconds until the user may try again, or nil. The history already records every failed
 -- attempt, so it is the counter (shared by every instance).
 local function failures_wait(user_id)
-  local window = setting("sync_failure_window_s", 300)
+  local window = config.sync_failure_window_s
   local row = db.one([[
     SELECT count(*) AS n, extract(epoch FROM min(synced_at) + make_interval(secs => $2) - now())::int AS wait
     FROM (SELECT synced_at FROM sync_history
           WHERE user_id = $1 AND NOT success AND synced_at > now() - make_interval(secs => $2)
-          ORDER BY synced_at DESC LIMIT $3) recent]], user_id, window, setting("sync_max_failures", 10))
-  if row.n >= setting("sync_max_failures", 10) then
+          ORDER BY synced_at DESC LIMIT $3) recent]], user_id, window, config.sync_max_failures)
+  if row.n >= config.sync_max_failures then
     return row.wait > 0 and row.wait or 1
   end
 end
@@ -203,7 +203,7 @@ local function import(ctx)
   if wait then
     return 429, errors.body("too_many_failed_imports",
       format("%d failed imports in the last %d seconds; fix the payload and try again later",
-        setting("sync_max_failures", 10), setting("sync_failure_window_s", 300)), nil, ctx.req.request_id),
+        config.sync_max_failures, config.sync_failure_window_s), nil, ctx.req.request_id),
       { ["Retry-After"] = tostring(wait) }
   end
   local ok, res = xpcall(do_import, host.traceback, ctx, claims)
