@@ -267,13 +267,14 @@ static int wait_socket(PGconn *conn, short events, long deadline)
 
 /*
 ** The result of the statement just sent, within the statement timeout plus
-** DEADLINE_GRACE_MS (measured here, so a server that stopped answering is caught too). Like PQexec: the last result, or NULL.
-** Past the deadline the statement is cancelled, the connection dropped and e says so
-** (kind connection: the caller answers 503).
+** DEADLINE_GRACE_MS (measured here, so a server that stopped answering is caught too).
+** Like PQexec: the last result, or NULL. Past the deadline the statement is cancelled, the
+** connection dropped and e says so (kind connection: the caller answers 503).
 */
 static PGresult *wait_result(struct pg_conn *c, struct pg_error *e)
 {
-    long deadline = c->statement_timeout_ms > 0 ? mono_ms() + c->statement_timeout_ms + DEADLINE_GRACE_MS : -1;
+    long deadline = c->statement_timeout_ms > 0
+                        ? mono_ms() + c->statement_timeout_ms + DEADLINE_GRACE_MS : -1;
     PGresult *last = NULL, *res;
     while (PQflush(c->conn) == 1)
         if (wait_socket(c->conn, POLLOUT | POLLIN, deadline) < 0)
