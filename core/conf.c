@@ -53,8 +53,8 @@ struct conf_key {
 
 static const struct conf_key conf_keys[] = {
     /* HTTP */
-    STR("listen", NO_FIELD, 0),  /* parsed into listen_host and listen_port */
-    NUM("workers", CONF_INT, AT(workers), 0, 256),  /* 0: 2 x cores */
+    STR("listen", NO_FIELD, 0),                    /* parsed into listen_host and listen_port */
+    NUM("workers", CONF_INT, AT(workers), 0, 256), /* 0: 2 x cores */
     NUM("import_workers", CONF_INT, AT(import_workers), 0, 64),
     NUM("connection_limit", CONF_INT, AT(connection_limit), 1, 1000000),
     NUM("connection_timeout_s", CONF_INT, AT(connection_timeout_s), 0, 86400),
@@ -66,21 +66,22 @@ static const struct conf_key conf_keys[] = {
     NUM("drain_max_bytes", CONF_SIZE, AT(drain_max_bytes), 0, 1LL << 32),
     NUM("drain_timeout_s", CONF_INT, AT(drain_timeout_s), 0, 3600),
     NUM("max_buffered_bytes", CONF_SIZE, AT(max_buffered_bytes), 1, 1LL << 40),
-    NUM("max_connections_per_address", CONF_INT, AT(max_connections_per_address), 0, 1000000),  /* 0: off */
-    LIST("trusted_proxies"),            /* joined into trusted_proxies by derive() */
-    NUM("header_timeout_s", CONF_INT, AT(header_timeout_s), 0, 3600),  /* 0: off */
-    NUM("min_body_rate", CONF_SIZE, AT(min_body_rate), 0, 1LL << 32),  /* 0: off */
+    NUM("max_connections_per_address", CONF_INT, AT(max_connections_per_address), 0,
+        1000000),            /* 0: off */
+    LIST("trusted_proxies"), /* joined into trusted_proxies by derive() */
+    NUM("header_timeout_s", CONF_INT, AT(header_timeout_s), 0, 3600), /* 0: off */
+    NUM("min_body_rate", CONF_SIZE, AT(min_body_rate), 0, 1LL << 32), /* 0: off */
     NUM("shutdown_grace_s", CONF_INT, AT(shutdown_grace_s), 0, 3600),
     LIST("cors_origins"),
     STR("log_level", AT(log_level), 0),
     /* Web app */
-    STR("web_root", NO_FIELD, 0),       /* made absolute into web_root by derive() */
-    LIST("cover_image_hosts"),          /* checked and joined into cover_image_hosts by derive() */
+    STR("web_root", NO_FIELD, 0), /* made absolute into web_root by derive() */
+    LIST("cover_image_hosts"),    /* checked and joined into cover_image_hosts by derive() */
     /* Lua */
     NUM("instruction_limit", CONF_LONG, AT(instruction_limit), 1000, 1LL << 40),
     NUM("instructions_per_body_byte", CONF_LONG, AT(instructions_per_body_byte), 0, 1000),
     /* PostgreSQL */
-    STR("database_url", AT(database_url), 1)   /* may hold a password */,
+    STR("database_url", AT(database_url), 1) /* may hold a password */,
     NUM("statement_timeout_ms", CONF_INT, AT(statement_timeout_ms), 0, 86400000),
     BOOL("migrate_on_start", AT(migrate_on_start)),
     /* Secrets and identity */
@@ -105,11 +106,11 @@ static const struct conf_key conf_keys[] = {
     NUM("sync_max_failures", CONF_INT, NO_FIELD, 1, 100000),
     NUM("sync_failure_window_s", CONF_INT, NO_FIELD, 1, 86400),
     /* Housekeeping */
-    NUM("cleanup_interval_s", CONF_INT, AT(cleanup_interval_s), 0, 604800),  /* 0: off */
+    NUM("cleanup_interval_s", CONF_INT, AT(cleanup_interval_s), 0, 604800), /* 0: off */
     /* Operators */
     STR("metrics_token", NO_FIELD, 1),
     /* Title metadata (core/enrich.c, lua/enrichment.lua) */
-    STR("metadata_provider_url", AT(metadata_provider_url), 0),   /* "": no enrichment */
+    STR("metadata_provider_url", AT(metadata_provider_url), 0), /* "": no enrichment */
     STR("metadata_marketplace", NO_FIELD, 0),
     NUM("metadata_refresh_days", CONF_INT, NO_FIELD, 1, 3650),
     NUM("metadata_concurrency", CONF_INT, AT(metadata_concurrency), 1, 64),

@@ -13,7 +13,7 @@ struct conf {
     char listen_host[64];
     int listen_port;
     int workers;
-    int import_workers;           /* a lane of their own for large-body routes (imports) */
+    int import_workers; /* a lane of their own for large-body routes (imports) */
     int connection_limit;
     int connection_timeout_s;
     size_t max_body_bytes;        /* a route's default body_limit (a path no route has) */
@@ -22,11 +22,11 @@ struct conf {
     size_t drain_max_bytes;       /* a refused body is read and dropped up to this past its limit */
     int drain_timeout_s;          /* ... and for at most this long, then the answer (or a cut) */
     size_t max_buffered_bytes;    /* request bodies held at once, all connections: over it, 503 */
-    int max_connections_per_address;   /* behind a trusted proxy: requests in flight per client */
-    int header_timeout_s;         /* a request's header fields (or a kept-alive connection's next request) */
+    int max_connections_per_address; /* behind a trusted proxy: requests in flight per client */
+    int header_timeout_s; /* a request's header fields (or a kept-alive connection's next request) */
     size_t min_body_rate;         /* bytes/s a body must average past its first seconds */
     long instruction_limit;       /* Lua VM instructions per request */
-    long instructions_per_body_byte;   /* ... plus this many per byte of (inflated) body */
+    long instructions_per_body_byte; /* ... plus this many per byte of (inflated) body */
     int statement_timeout_ms;
     int shutdown_grace_s;
     int cleanup_interval_s;

@@ -32,7 +32,7 @@ static struct {
     char *conninfo;
     PGconn *conn;
     atomic_int db_ok;
-    atomic_long probed_ms;          /* monotonic time of the last finished probe */
+    atomic_long probed_ms; /* monotonic time of the last finished probe */
 } H = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
 static long now_ms(void)
@@ -106,7 +106,8 @@ static void probe_once(void)
         H.conn = NULL;
     }
     if (atomic_exchange(&H.db_ok, ok) != ok)
-        log_msg(ok ? LOG_INFO : LOG_WARN, "health: database %s", ok ? "answers again" : "does not answer");
+        log_msg(ok ? LOG_INFO : LOG_WARN, "health: database %s",
+                ok ? "answers again" : "does not answer");
     atomic_store(&H.probed_ms, now_ms());
 }
 
@@ -136,7 +137,7 @@ int health_start(const char *conninfo, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    probe_once();                   /* the first /healthz already knows */
+    probe_once(); /* the first /healthz already knows */
     if (pthread_create(&H.thread, NULL, probe_loop, NULL) != 0) {
         snprintf(err, errlen, "cannot start the health prober");
         return -1;
@@ -171,7 +172,12 @@ int health_db_ok(void)
 static size_t json_string(char *out, size_t len, const char *s)
 {
     size_t n = 0;
-#define PUT(c) do { if (n + 1 < len) out[n] = (c); n++; } while (0)
+#define PUT(c)                                                                                     \
+    do {                                                                                           \
+        if (n + 1 < len)                                                                           \
+            out[n] = (c);                                                                          \
+        n++;                                                                                       \
+    } while (0)
     PUT('"');
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
@@ -206,12 +212,15 @@ int health_render(char *out, size_t len)
     /* The metadata fetcher's circuit: "degraded" while the provider keeps failing; syncs and
        reads are unaffected, so the status does not change for it. */
     enum enrich_state es = enrich_state();
-    const char *enrichment = es == ENRICH_DISABLED ? "disabled" : es == ENRICH_CLOSED ? "ok" : "degraded";
+    const char *enrichment = es == ENRICH_DISABLED ? "disabled"
+                             : es == ENRICH_CLOSED ? "ok"
+                                                   : "degraded";
     /* degraded: the database is down, or the last edit of a script was refused (the old
        code still serves). Only a dead database makes this instance unfit for traffic. */
-    snprintf(out, len, "{\"status\":\"%s\",\"db\":\"%s\",\"routes\":{\"generation\":%lu,\"lastError\":%s},"
+    snprintf(out, len,
+             "{\"status\":\"%s\",\"db\":\"%s\",\"routes\":{\"generation\":%lu,\"lastError\":%s},"
              "\"enrichment\":\"%s\"}",
-             (db && !*lasterr) ? "ok" : "degraded", db ? "ok" : "unavailable",
-             reload_generation(), quoted, enrichment);
+             (db && !*lasterr) ? "ok" : "degraded", db ? "ok" : "unavailable", reload_generation(),
+             quoted, enrichment);
     return db ? 200 : 503;
 }

@@ -7,7 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
-static int refuse(struct http_frame_verdict *v, int status, const char *code, const char *msg, int close)
+static int refuse(struct http_frame_verdict *v, int status, const char *code, const char *msg,
+                  int close)
 {
     v->status = status;
     v->code = code;
@@ -21,7 +22,8 @@ int http_frame_check_target(const char *target, const struct http_frame_limits *
 {
     size_t len = strlen(target);
     if (len > lim->max_target_bytes)
-        return refuse(v, 414, "uri_too_long", "the request target is longer than this server accepts", 0);
+        return refuse(v, 414, "uri_too_long",
+                      "the request target is longer than this server accepts", 0);
     /* libmicrohttpd decodes %00 into a NUL that silently ends the path or the value. */
     for (const char *p = target; (p = strchr(p, '%')); p++)
         if (p[1] == '0' && p[2] == '0')
@@ -32,7 +34,8 @@ int http_frame_check_target(const char *target, const struct http_frame_limits *
         if (*p == '&' || *p == '?' || *p == ';')
             params++;
     if (params > lim->max_query_params)
-        return refuse(v, 400, "too_many_parameters", "the query has more parameters than this server accepts", 0);
+        return refuse(v, 400, "too_many_parameters",
+                      "the query has more parameters than this server accepts", 0);
     return 0;
 }
 
@@ -68,14 +71,19 @@ int http_frame_check_fields(const struct http_frame_fields *f, const struct http
                             struct http_frame_verdict *v)
 {
     if (f->bad_name)
-        return refuse(v, 400, "malformed_header", "a header field name is not a valid token (whitespace before the colon?)", 1);
+        return refuse(v, 400, "malformed_header",
+                      "a header field name is not a valid token (whitespace before the colon?)", 1);
     if (f->transfer_encodings && f->content_lengths)
-        return refuse(v, 400, "ambiguous_framing", "Content-Length and Transfer-Encoding must not both be sent", 1);
+        return refuse(v, 400, "ambiguous_framing",
+                      "Content-Length and Transfer-Encoding must not both be sent", 1);
     if (f->cl_differ)
-        return refuse(v, 400, "ambiguous_framing", "Content-Length is sent more than once with different values", 1);
+        return refuse(v, 400, "ambiguous_framing",
+                      "Content-Length is sent more than once with different values", 1);
     if (f->transfer_encodings > 1 || f->te_not_chunked)
-        return refuse(v, 501, "unsupported_transfer_encoding", "the only Transfer-Encoding accepted is chunked", 1);
+        return refuse(v, 501, "unsupported_transfer_encoding",
+                      "the only Transfer-Encoding accepted is chunked", 1);
     if (f->count > lim->max_headers || f->bytes > lim->max_header_bytes)
-        return refuse(v, 431, "headers_too_large", "the request's header fields are larger than this server accepts", 1);
+        return refuse(v, 431, "headers_too_large",
+                      "the request's header fields are larger than this server accepts", 1);
     return 0;
 }

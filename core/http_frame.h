@@ -10,9 +10,9 @@
 #include <stddef.h>
 
 struct http_frame_limits {
-    size_t max_target_bytes;      /* path + query as sent */
+    size_t max_target_bytes; /* path + query as sent */
     size_t max_query_params;
-    size_t max_header_bytes;      /* names + values, all fields */
+    size_t max_header_bytes; /* names + values, all fields */
     size_t max_headers;
 };
 
@@ -34,7 +34,7 @@ int http_frame_check_target(const char *target, const struct http_frame_limits *
 /* Header fields, fed one at a time, then judged once. Start from a zeroed struct. */
 struct http_frame_fields {
     size_t count, bytes;
-    int bad_name;                 /* a name with whitespace or a non-token character */
+    int bad_name; /* a name with whitespace or a non-token character */
     int content_lengths, cl_differ, transfer_encodings, te_not_chunked;
     char first_cl[32];
 };

@@ -22,8 +22,8 @@ enum phase { PHASE_HEADERS, PHASE_BODY, PHASE_BUSY };
 
 struct http_peer {
     struct http_peer *prev, *next;
-    char addr[INET6_ADDRSTRLEN];      /* the socket's peer */
-    char client[INET6_ADDRSTRLEN];    /* forwarded client of the current request; "" if none */
+    char addr[INET6_ADDRSTRLEN];   /* the socket's peer */
+    char client[INET6_ADDRSTRLEN]; /* forwarded client of the current request; "" if none */
     int trusted, fd, cut;
     enum phase phase;
     long since_ms;
@@ -130,12 +130,14 @@ static void sweep_locked(struct http_peers *p, long now)
     const struct http_peer_conf *cf = &p->conf;
     for (struct http_peer *c = p->head; c; c = c->next) {
         long age = now - c->since_ms;
-        int late = (c->phase == PHASE_HEADERS && cf->header_timeout_s > 0 && age > 1000L * cf->header_timeout_s) ||
+        int late = (c->phase == PHASE_HEADERS && cf->header_timeout_s > 0 &&
+                    age > 1000L * cf->header_timeout_s) ||
                    (c->phase == PHASE_BODY && cf->min_body_rate > 0 && age > BODY_GRACE_MS &&
                     c->body_bytes < cf->min_body_rate * (size_t)(age / 1000));
         if (late && !c->cut) {
             c->cut = 1;
-            log_msg(LOG_INFO, "cut off %s: %s too slow", c->addr, c->phase == PHASE_HEADERS ? "header fields" : "body");
+            log_msg(LOG_INFO, "cut off %s: %s too slow", c->addr,
+                    c->phase == PHASE_HEADERS ? "header fields" : "body");
             shutdown(c->fd, SHUT_RDWR);
         }
     }
@@ -163,11 +165,14 @@ static int parse_trusted(struct http_peers *p, const char *list, char *err, size
     for (const char *s = list; s && *s;) {
         const char *comma = strchr(s, ',');
         size_t len = comma ? (size_t)(comma - s) : strlen(s);
-        while (len && *s == ' ') s++, len--;
-        while (len && s[len - 1] == ' ') len--;
+        while (len && *s == ' ')
+            s++, len--;
+        while (len && s[len - 1] == ' ')
+            len--;
         if (len) {
             if (p->ntrusted == MAX_TRUSTED || cidr_parse(s, len, &p->trusted[p->ntrusted]) < 0) {
-                snprintf(err, errlen, "trusted_proxies: \"%.*s\" is not an address or CIDR block (at most %d)",
+                snprintf(err, errlen,
+                         "trusted_proxies: \"%.*s\" is not an address or CIDR block (at most %d)",
                          (int)len, s, MAX_TRUSTED);
                 return -1;
             }
@@ -279,8 +284,10 @@ static void forwarded_client(const struct http_peers *p, const char *xff, char *
             n--;
         const char *s = xff + n;
         size_t l = end - n;
-        while (l && (*s == ' ' || *s == '\t')) s++, l--;
-        while (l && (s[l - 1] == ' ' || s[l - 1] == '\t')) l--;
+        while (l && (*s == ' ' || *s == '\t'))
+            s++, l--;
+        while (l && (s[l - 1] == ' ' || s[l - 1] == '\t'))
+            l--;
         char addr[INET6_ADDRSTRLEN];
         unsigned char bytes[16];
         if (l == 0 || l >= sizeof addr)
@@ -288,16 +295,17 @@ static void forwarded_client(const struct http_peers *p, const char *xff, char *
         memcpy(addr, s, l);
         addr[l] = '\0';
         if (inet_pton(strchr(addr, ':') ? AF_INET6 : AF_INET, addr, bytes) != 1)
-            return;                 /* garbage: trust nothing left of it */
+            return; /* garbage: trust nothing left of it */
         snprintf(out, len, "%s", addr);
         if (!is_trusted_text(p, addr))
             return;
         if (n > 0)
-            n--;                    /* past the comma */
+            n--; /* past the comma */
     }
 }
 
-int http_peer_begin(struct http_peers *p, struct http_peer *c, const char *xff, char *client, size_t len)
+int http_peer_begin(struct http_peers *p, struct http_peer *c, const char *xff, char *client,
+                    size_t len)
 {
     if (!c)
         return 0;
@@ -307,7 +315,8 @@ int http_peer_begin(struct http_peers *p, struct http_peer *c, const char *xff, 
     if (*fwd)
         snprintf(client, len, "%s", fwd);
     pthread_mutex_lock(&p->lock);
-    int over = *fwd && p->conf.max_per_address > 0 && count_locked(p, fwd) >= p->conf.max_per_address;
+    int over =
+        *fwd && p->conf.max_per_address > 0 && count_locked(p, fwd) >= p->conf.max_per_address;
     if (!over) {
         snprintf(c->client, sizeof c->client, "%s", fwd);
         c->phase = PHASE_BODY;

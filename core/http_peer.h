@@ -20,10 +20,10 @@ struct http_peers;
 struct http_peer;
 
 struct http_peer_conf {
-    int max_per_address;          /* 0: no limit */
-    const char *trusted_proxies;  /* comma-separated addresses or CIDR blocks; may be "" */
-    int header_timeout_s;         /* 0: none */
-    size_t min_body_rate;         /* bytes/s a body must average after its first seconds; 0: none */
+    int max_per_address;         /* 0: no limit */
+    const char *trusted_proxies; /* comma-separated addresses or CIDR blocks; may be "" */
+    int header_timeout_s;        /* 0: none */
+    size_t min_body_rate;        /* bytes/s a body must average after its first seconds; 0: none */
 };
 
 /* NULL with err when a trusted proxy does not parse. Starts the sweeper. */
@@ -35,7 +35,7 @@ int http_peers_admit(struct http_peers *p, const struct sockaddr *addr);
 
 /* Records an accepted connection on socket fd; NULL when out of memory (then untracked). */
 struct http_peer *http_peers_open(struct http_peers *p, const struct sockaddr *addr, int fd);
-void http_peers_close(struct http_peers *p, struct http_peer *c);   /* c may be NULL */
+void http_peers_close(struct http_peers *p, struct http_peer *c); /* c may be NULL */
 
 /*
 ** A request's header fields are in. When the peer is a trusted proxy, the client is the
@@ -43,9 +43,11 @@ void http_peers_close(struct http_peers *p, struct http_peer *c);   /* c may be 
 ** and its address is copied into client (else client is left alone). Returns 0, or -1
 ** when that client is over its limit (the request is refused, the record left as it was).
 */
-int http_peer_begin(struct http_peers *p, struct http_peer *c, const char *xff, char *client, size_t len);
-void http_peer_body(struct http_peers *p, struct http_peer *c, size_t n);   /* n body bytes arrived */
-void http_peer_dispatched(struct http_peers *p, struct http_peer *c);      /* body complete */
-void http_peer_end(struct http_peers *p, struct http_peer *c);             /* answered: next request's headers may start */
+int http_peer_begin(struct http_peers *p, struct http_peer *c, const char *xff, char *client,
+                    size_t len);
+void http_peer_body(struct http_peers *p, struct http_peer *c, size_t n); /* n body bytes arrived */
+void http_peer_dispatched(struct http_peers *p, struct http_peer *c);     /* body complete */
+void http_peer_end(struct http_peers *p,
+                   struct http_peer *c); /* answered: next request's headers may start */
 
 #endif

@@ -56,7 +56,7 @@ struct http_server {
     struct web_static *web;
     struct http_frame_limits limits;
     struct http_peers *peers;
-    atomic_size_t buffered;         /* request body bytes held, all connections together */
+    atomic_size_t buffered; /* request body bytes held, all connections together */
     atomic_int inflight;
     int port;
 };
@@ -75,7 +75,7 @@ struct request {
     struct job job;                 /* first: the worker pool queues &req->job */
     struct http_server *srv;
     struct MHD_Connection *conn;
-    struct http_peer *peer;         /* the connection's record; NULL if untracked */
+    struct http_peer *peer; /* the connection's record; NULL if untracked */
     char method[16];
     char *path;
     char request_id[65];
@@ -88,11 +88,11 @@ struct request {
     int routed;                     /* a Lua route matches: the static files do not answer */
     char *allow_origin;             /* owned: its CORS Access-Control-Allow-Origin, or NULL */
     int started, dispatched, health;
-    struct http_frame_verdict refusal;  /* status != 0: the target was refused */
-    struct http_frame_verdict pending;  /* status != 0: the body is dropped, then this answers */
-    size_t drain_cap;                   /* ... unless more than this many body bytes come */
-    size_t reserved;                    /* body bytes counted in srv->buffered, until completion */
-    long drain_until_ms;                /* ... or they take longer than this */
+    struct http_frame_verdict refusal; /* status != 0: the target was refused */
+    struct http_frame_verdict pending; /* status != 0: the body is dropped, then this answers */
+    size_t drain_cap;                  /* ... unless more than this many body bytes come */
+    size_t reserved;                   /* body bytes counted in srv->buffered, until completion */
+    long drain_until_ms;               /* ... or they take longer than this */
     struct MHD_Response *resp;      /* built by the worker */
     int status;
     size_t resp_bytes;
@@ -199,9 +199,10 @@ static void add_cors(struct MHD_Response *resp, const struct request *r)
 static struct MHD_Response *error_response(const struct request *r, const char *code, const char *msg)
 {
     char body[1024];
-    int n = snprintf(body, sizeof body,
-                     "{\"error\":\"%s\",\"code\":\"%s\",\"message\":\"%s\",\"details\":[],\"requestId\":\"%s\"}",
-                     code, code, msg, r->request_id);
+    int n = snprintf(
+        body, sizeof body,
+        "{\"error\":\"%s\",\"code\":\"%s\",\"message\":\"%s\",\"details\":[],\"requestId\":\"%s\"}",
+        code, code, msg, r->request_id);
     struct MHD_Response *resp = MHD_create_response_from_buffer((size_t)n, body, MHD_RESPMEM_MUST_COPY);
     if (resp) {
         MHD_add_response_header(resp, "Content-Type", "application/json");
@@ -485,7 +486,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->srv = s;
     r->conn = conn;
     r->job.run = run_request;
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     r->peer = ci ? ci->socket_context : NULL;
     clock_gettime(CLOCK_MONOTONIC, &r->t0);
     atomic_fetch_add(&s->inflight, 1);
@@ -526,7 +528,8 @@ static enum MHD_Result send_refusal(struct request *r, const struct http_frame_v
     return ok;
 }
 
-static enum MHD_Result scan_field(void *cls, enum MHD_ValueKind kind, const char *key, const char *val)
+static enum MHD_Result scan_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *val)
 {
     (void)kind;
     http_frame_add_field(cls, key, val);
@@ -600,19 +603,22 @@ static int check_bearer(struct request *r, struct http_frame_verdict *v)
 {
     const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
     const char *conf_secret = r->srv->conf->secret;
-    *v = (struct http_frame_verdict){401, "token_invalid", "send the sync token as Authorization: Bearer <token>", 1};
+    *v = (struct http_frame_verdict){401, "token_invalid",
+                                     "send the sync token as Authorization: Bearer <token>", 1};
     if (!h || strncasecmp(h, "Bearer ", 7) != 0)
         return -1;
     for (h += 7; *h == ' '; h++)
         ;
     size_t len = strcspn(h, " ");
     const char *why;
-    const char *code = jwt_check_hs256(h, len, conf_secret, strlen(conf_secret), BEARER_AUDIENCE, &why);
+    const char *code =
+        jwt_check_hs256(h, len, conf_secret, strlen(conf_secret), BEARER_AUDIENCE, &why);
     if (!code)
         return 0;
     v->code = code;
-    v->message = strcmp(code, "token_expired") == 0 ? "this sync token has expired; start a new sync"
-                                                    : "this sync token is not valid";
+    v->message = strcmp(code, "token_expired") == 0
+                     ? "this sync token has expired; start a new sync"
+                     : "this sync token is not valid";
     return -1;
 }
 
@@ -631,28 +637,36 @@ static enum MHD_Result on_headers(struct request *r, const char *method, const c
         return send_refusal(r, &v);
     const char *xff = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Forwarded-For");
     if (http_peer_begin(r->srv->peers, r->peer, xff, r->remote, sizeof r->remote) < 0) {
-        v = (struct http_frame_verdict){429, "too_many_connections", "this client has too many requests in flight", 0};
-        r->peer = NULL;             /* counted for nobody: nothing to end */
+        v = (struct http_frame_verdict){429, "too_many_connections",
+                                        "this client has too many requests in flight", 0};
+        r->peer = NULL; /* counted for nobody: nothing to end */
         return send_refusal(r, &v);
     }
     /* Answered once the (empty) body is in: an answer queued now would close the connection. */
     r->health = !strcmp(r->path, "/healthz");
     const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
     unsigned long long declared = cl ? strtoull(cl, NULL, 10) : 0;
-    int has_body = declared > 0 || MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Transfer-Encoding");
+    int has_body =
+        declared > 0 || MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Transfer-Encoding");
     /* A preflight carries no credentials: only the request it announces does. */
-    if (r->auth == ROUTES_AUTH_BEARER && strcmp(r->method, "OPTIONS") != 0 && check_bearer(r, &v) < 0)
+    if (r->auth == ROUTES_AUTH_BEARER && strcmp(r->method, "OPTIONS") != 0 &&
+        check_bearer(r, &v) < 0)
         return refuse_after_body(r, &v, declared, has_body);
     if (declared > r->limit) {
-        v = (struct http_frame_verdict){413, "payload_too_large", "the request body is over this route's limit", 1};
+        v = (struct http_frame_verdict){413, "payload_too_large",
+                                        "the request body is over this route's limit", 1};
         return refuse_after_body(r, &v, declared, has_body);
     }
     if (declared + atomic_load(&r->srv->buffered) > r->srv->conf->max_buffered_bytes) {
-        v = (struct http_frame_verdict){503, "server_busy", "the server holds as many request bodies as it can; retry shortly", 1};
+        v = (struct http_frame_verdict){
+            503, "server_busy", "the server holds as many request bodies as it can; retry shortly",
+            1};
         return refuse_after_body(r, &v, declared, has_body);
     }
     /* A Lua route comes first: the app pages whose head a route fills (routes/pages.lua). */
-    int web = r->routed ? 0 : web_static_serve(r->srv->web, r->conn, r->method, r->path, &r->status, &r->resp_bytes);
+    int web = r->routed ? 0
+                        : web_static_serve(r->srv->web, r->conn, r->method, r->path, &r->status,
+                                           &r->resp_bytes);
     if (web)
         snprintf(r->route, sizeof r->route, "(web)");
     return web < 0 ? MHD_NO : MHD_YES;
@@ -698,7 +712,8 @@ static int append_body(struct request *r, const char *data, size_t n)
     r->seen += n;
     http_peer_body(r->srv->peers, r->peer, n);
     if (!r->pending.status && r->len + n > r->limit)
-        drop_body(r, (struct http_frame_verdict){413, "payload_too_large", "the request body is over this route's limit", 1});
+        drop_body(r, (struct http_frame_verdict){413, "payload_too_large",
+                                                 "the request body is over this route's limit", 1});
     if (!r->pending.status && r->len + n + 1 > r->cap) {
         const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
         size_t declared = cl ? (size_t)strtoull(cl, NULL, 10) : 0;
@@ -706,9 +721,12 @@ static int append_body(struct request *r, const char *data, size_t n)
         if (rc < 0)
             return -1;
         if (rc > 0)
-            drop_body(r, (struct http_frame_verdict){503, "server_busy", "the server holds as many request bodies as it can; retry shortly", 1});
+            drop_body(r,
+                      (struct http_frame_verdict){
+                          503, "server_busy",
+                          "the server holds as many request bodies as it can; retry shortly", 1});
     }
-    if (r->pending.status)          /* dropped; past the drain bounds the connection is cut */
+    if (r->pending.status) /* dropped; past the drain bounds the connection is cut */
         return r->seen > r->drain_cap || now_ms() > r->drain_until_ms ? -1 : 0;
     memcpy(r->body + r->len, data, n);
     r->len += n;
@@ -731,7 +749,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)version;
     (void)cls;
     struct request *r = *con_cls;
-    if (!r)                             /* on_uri ran out of memory */
+    if (!r) /* on_uri ran out of memory */
         return MHD_NO;
     if (!r->started)
         return on_headers(r, method, url);
@@ -806,9 +824,12 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         *socket_context = NULL;
         return;
     }
-    const union MHD_ConnectionInfo *addr = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    *socket_context = (addr && fd) ? http_peers_open(s->peers, addr->client_addr, fd->connect_fd) : NULL;
+    const union MHD_ConnectionInfo *addr =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const union MHD_ConnectionInfo *fd =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    *socket_context =
+        (addr && fd) ? http_peers_open(s->peers, addr->client_addr, fd->connect_fd) : NULL;
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -854,17 +875,13 @@ struct http_server *http_server_start(const struct conf *c, struct worker_pool *
     s->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
             MHD_USE_ERROR_LOG,
-        (uint16_t)c->listen_port, on_accept, s, on_request, s,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->connection_limit,
+        (uint16_t)c->listen_port, on_accept, s, on_request, s, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&sin, MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->connection_limit,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)c->connection_timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MHD_POOL_BYTES(c),
-        MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-        MHD_OPTION_UNESCAPE_CALLBACK, web_static_unescape, NULL,
-        MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MHD_POOL_BYTES(c), MHD_OPTION_URI_LOG_CALLBACK,
+        on_uri, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_UNESCAPE_CALLBACK,
+        web_static_unescape, NULL, MHD_OPTION_END);
     if (!s->daemon) {
         snprintf(err, errlen, "cannot listen on %s:%d (in use?)", c->listen_host, c->listen_port);
         goto fail;

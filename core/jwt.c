@@ -459,7 +459,8 @@ static int l_jwt_verify_hs256(lua_State *L) {
 }
 
 const char *jwt_check_hs256(const char *tok, size_t toklen, const char *key, size_t keylen,
-                            const char *aud, const char **msg) {
+                            const char *aud, const char **msg)
+{
     struct jwt_work w = {0};
     struct jwt_parts p;
     struct jwt_checks c = {.aud = aud};
@@ -474,7 +475,7 @@ const char *jwt_check_hs256(const char *tok, size_t toklen, const char *key, siz
         *msg = "token payload is malformed";
         goto done;
     }
-    code = check_claims(NULL, w.claims, &c, msg);   /* no issuer check: L is not used */
+    code = check_claims(NULL, w.claims, &c, msg); /* no issuer check: L is not used */
 done:
     work_release(&w);
     return code;

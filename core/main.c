@@ -187,8 +187,9 @@ static int cmd_serve(struct conf *c)
         log_error("%s; serving without title enrichment", err);
     write_port_file(http_server_port(srv));
     metrics_set_gauge("workers", c->workers);
-    log_info("shelfsync %s listening on http://%s:%d with %d workers (+%d for imports)", SHELFSYNC_VERSION,
-             c->listen_host, http_server_port(srv), c->workers, c->import_workers);
+    log_info("shelfsync %s listening on http://%s:%d with %d workers (+%d for imports)",
+             SHELFSYNC_VERSION, c->listen_host, http_server_port(srv), c->workers,
+             c->import_workers);
 
     struct cleanup_job cleanup = {.job = {.run = run_cleanup_job}};
     time_t next_cleanup = time(NULL) + c->cleanup_interval_s;

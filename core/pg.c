@@ -259,7 +259,7 @@ static int wait_socket(PGconn *conn, short events, long deadline)
             return -1;
         int n = poll(&p, 1, left > INT32_MAX ? INT32_MAX : (int)left);
         if (n > 0 || (n < 0 && errno != EINTR))
-            return 0;               /* ready, or an error libpq will report */
+            return 0; /* ready, or an error libpq will report */
         if (n == 0)
             return -1;
     }
@@ -273,8 +273,8 @@ static int wait_socket(PGconn *conn, short events, long deadline)
 */
 static PGresult *wait_result(struct pg_conn *c, struct pg_error *e)
 {
-    long deadline = c->statement_timeout_ms > 0
-                        ? mono_ms() + c->statement_timeout_ms + DEADLINE_GRACE_MS : -1;
+    long deadline =
+        c->statement_timeout_ms > 0 ? mono_ms() + c->statement_timeout_ms + DEADLINE_GRACE_MS : -1;
     PGresult *last = NULL, *res;
     while (PQflush(c->conn) == 1)
         if (wait_socket(c->conn, POLLOUT | POLLIN, deadline) < 0)
@@ -284,7 +284,7 @@ static PGresult *wait_result(struct pg_conn *c, struct pg_error *e)
             if (wait_socket(c->conn, POLLIN, deadline) < 0)
                 goto late;
             if (!PQconsumeInput(c->conn))
-                break;              /* connection trouble: PQgetResult reports it */
+                break; /* connection trouble: PQgetResult reports it */
         }
         if (!(res = PQgetResult(c->conn)))
             return last;
@@ -306,11 +306,13 @@ static int conn_open(struct pg_conn *c, struct pg_error *e)
 {
     /* Later keywords win: the caller's conninfo may override the timeout and
     ** application name, never the encoding we parse results with. */
-    const char *keys[] = {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
-                          "keepalives_count", "tcp_user_timeout", "fallback_application_name",
-                          "dbname", "client_encoding", NULL};
-    const char *vals[] = {CONNECT_TIMEOUT, "1", "5", "2", "3", TCP_USER_TIMEOUT_MS, "shelfsync",
-                          c->conninfo, "UTF8", NULL};
+    const char *keys[] = {"connect_timeout",           "keepalives",
+                          "keepalives_idle",           "keepalives_interval",
+                          "keepalives_count",          "tcp_user_timeout",
+                          "fallback_application_name", "dbname",
+                          "client_encoding",           NULL};
+    const char *vals[] = {CONNECT_TIMEOUT,     "1",         "5",         "2",    "3",
+                          TCP_USER_TIMEOUT_MS, "shelfsync", c->conninfo, "UTF8", NULL};
     char setup[160];
     PGresult *res;
 
@@ -329,13 +331,13 @@ static int conn_open(struct pg_conn *c, struct pg_error *e)
         return -1;
     }
     PQsetNoticeReceiver(c->conn, notice_ignore, NULL);
-    PQsetnonblocking(c->conn, 1);   /* sending, too, must not outlast the deadline */
+    PQsetnonblocking(c->conn, 1); /* sending, too, must not outlast the deadline */
     snprintf(setup, sizeof(setup),
              "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET statement_timeout = %d",
              c->statement_timeout_ms > 0 ? c->statement_timeout_ms : 0);
     res = PQsendQuery(c->conn, setup) ? wait_result(c, e) : NULL;
     if (c->conn == NULL)
-        return -1;                  /* past the deadline: e says so */
+        return -1; /* past the deadline: e says so */
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         err_from_result(e, c->conn, res);
         e->kind = PG_KIND_CONNECTION;
@@ -467,8 +469,9 @@ PGresult *pg_execp(struct pg_conn *c, const char *sql, int nparams, const char *
                 return NULL;
         }
         res = PQsendQueryParams(c->conn, sql, nparams, NULL, values, lengths, formats, 0)
-                  ? wait_result(c, e) : NULL;
-        if (c->conn == NULL) {      /* past the deadline: never retried, it would wait again */
+                  ? wait_result(c, e)
+                  : NULL;
+        if (c->conn == NULL) { /* past the deadline: never retried, it would wait again */
             if (was_in_tx && !c->tx_lost) {
                 char what[sizeof(e->msg)];
                 snprintf(what, sizeof(what), "%s", e->msg);

@@ -43,7 +43,8 @@ static void count_hook(lua_State *L, lua_Debug *ar)
     struct vm_budget *b = budget_of(L);
     b->used += HOOK_EVERY;
     if (b->used > b->limit)
-        luaL_error(L, "instruction limit exceeded (%I): the handler was stopped", (lua_Integer)b->limit);
+        luaL_error(L, "instruction limit exceeded (%I): the handler was stopped",
+                   (lua_Integer)b->limit);
 }
 
 /* Pushes error[key] without metamethods: a handler that raised would lose the error. */

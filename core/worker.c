@@ -24,8 +24,8 @@ struct worker_pool {
     pthread_cond_t ready[WORKER_LANES];
     struct job *head[WORKER_LANES], *tail[WORKER_LANES];
     int stopping;
-    int n;                          /* threads started */
-    int total;                      /* workers: conf->workers general + conf->import_workers heavy */
+    int n;     /* threads started */
+    int total; /* workers: conf->workers general + conf->import_workers heavy */
     struct worker *workers;
     pthread_t *threads;
 };
@@ -150,7 +150,7 @@ struct worker_pool *worker_pool_start(const struct conf *c, char *err, size_t er
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    for (int i = 0; i < p->total; i++)      /* all of them, so a failed start can destroy all */
+    for (int i = 0; i < p->total; i++) /* all of them, so a failed start can destroy all */
         pthread_mutex_init(&p->workers[i].watch_lock, NULL);
     for (int i = 0; i < p->total; i++) {
         struct worker *w = &p->workers[i];

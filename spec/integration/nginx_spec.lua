@@ -69,7 +69,7 @@ local function tls_raw(ngx, bytes)
   return { text = out, statuses = statuses, json = h.host.json.decode(out:match("\r\n\r\n(%b{})") or "null") }
 end
 
-local function curl_tls(ngx, args)
+local function curl(args)
   local code, out = h.run("curl -sk --max-time 20 -w '\\n%{http_code}' " .. args)
   assert(code == 0, out)
   local body, status = out:match("^(.*)\n(%d+)$")
@@ -83,7 +83,7 @@ describe("behind nginx (docker/nginx/shelfsync.conf)", function()
     srv = h.start_server{ env = { SHELFSYNC_TRUSTED_PROXIES = "127.0.0.1" } }
     ngx = start_nginx(srv)
     h.wait_until(function()
-      local ok, status = pcall(curl_tls, ngx, "https://127.0.0.1:" .. ngx.tls_port .. "/healthz")
+      local ok, status = pcall(curl, "https://127.0.0.1:" .. ngx.tls_port .. "/healthz")
       return ok and status == 200
     end, 10, "nginx to proxy /healthz")
   end)
@@ -114,7 +114,7 @@ describe("behind nginx (docker/nginx/shelfsync.conf)", function()
   it("refuses a body over the route's limit with a JSON 413 of its own", function()
     local big = ngx.dir .. "/big.json"
     h.write_file(big, string.rep("x", 2 * 1024 * 1024))
-    local status, body = curl_tls(ngx, "-X POST --data-binary @" .. big .. " -H 'Content-Type: application/json' https://127.0.0.1:"
+    local status, body = curl("-X POST --data-binary @" .. big .. " -H 'Content-Type: application/json' https://127.0.0.1:"
       .. ngx.tls_port .. "/api/lists")
     assert.equal(413, status)
     assert.equal("payload_too_large", h.host.json.decode(body).error)
@@ -130,7 +130,7 @@ describe("behind nginx (docker/nginx/shelfsync.conf)", function()
     end
     local file = ngx.dir .. "/sync.json"
     h.write_file(file, h.host.json.encode({ titles = items }))   -- ~1.3 MB: over the default body limit
-    local status, body = curl_tls(ngx, "-X POST --data-binary @" .. file .. " -H 'Content-Type: application/json'"
+    local status, body = curl("-X POST --data-binary @" .. file .. " -H 'Content-Type: application/json'"
       .. " -H 'Authorization: Bearer " .. token .. "' https://127.0.0.1:" .. ngx.tls_port .. "/api/sync/import")
     assert.equal(200, status, body)
     assert.equal(3000, h.host.json.decode(body).imported)
@@ -138,9 +138,9 @@ describe("behind nginx (docker/nginx/shelfsync.conf)", function()
   end)
 
   it("forwards plain HTTP to HTTPS, except the health probe", function()
-    local status = curl_tls(ngx, "http://127.0.0.1:" .. ngx.http_port .. "/api/me")
+    local status = curl("http://127.0.0.1:" .. ngx.http_port .. "/api/me")
     assert.equal(308, status)
-    status = curl_tls(ngx, "http://127.0.0.1:" .. ngx.http_port .. "/healthz")
+    status = curl("http://127.0.0.1:" .. ngx.http_port .. "/healthz")
     assert.equal(200, status)
   end)
 end)
