@@ -13,7 +13,7 @@ OBJS     := $(SRCS:core/%.c=$(BUILD)/obj/%.o)
 BIN_OBJS := $(filter-out $(BUILD)/obj/luamod.o,$(OBJS))
 MOD_OBJS := $(filter-out $(BUILD)/obj/main.o,$(OBJS))
 
-.PHONY: all build deps run test test-asan check lint clean help bench-db bench-sync bench-api bench-web bench-enrich pg-start pg-stop
+.PHONY: all build deps run test test-asan check lint clean help fuzz bench-db bench-sync bench-api bench-web bench-enrich pg-start pg-stop
 
 all: build
 
@@ -64,6 +64,9 @@ pg-start:          ## start the embedded cluster under var/pg
 pg-stop:
 	@bash scripts/pg.sh stop
 
+fuzz: deps         ## libFuzzer targets (fuzz/), FUZZ_SECONDS each (default 60); not part of make test
+	@bash scripts/fuzz.sh
+
 bench-db: deps build
 	@bash scripts/bench-db.sh
 bench-sync: deps build
@@ -76,7 +79,7 @@ bench-enrich: deps build   ## the metadata fetcher against the local provider (f
 	@bash scripts/bench-enrich.sh
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 help:
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*##/ —/'

@@ -5,12 +5,22 @@ return {
   -- HTTP
   listen = "127.0.0.1:8080",
   workers = 0,                    -- 0: 2 x cores
+  import_workers = 2,             -- imports (large-body routes) run on these, at most this many at once
   connection_limit = 1000,
   connection_timeout_s = 30,
   max_body_bytes = 1048576,       -- a route's default body_limit (a gzip body: after inflating too)
   max_import_bytes = 67108864,    -- the body_limit of POST /api/sync/import (routes/sync.lua)
   import_file_max_bytes = 268435456, -- the body_limit of POST /api/import (routes/import.lua): a library
                                   -- file, counted once inflated (gzip is read as a stream)
+  max_url_bytes = 8192,           -- request target as sent: over it, 414 (256..32768)
+  max_header_bytes = 32768,       -- all header names + values: over it, 431 (1024..65536)
+  drain_max_bytes = 16777216,     -- a body over its limit is read and dropped up to this much more,
+  drain_timeout_s = 10,           -- for at most this long, so that the client reads its 413
+  max_buffered_bytes = 268435456, -- request bodies held at once, all connections: over it, 503
+  max_connections_per_address = 64, -- per client address (behind a trusted proxy: requests in flight)
+  trusted_proxies = {},           -- e.g. {"127.0.0.1", "172.16.0.0/12"}: their X-Forwarded-For names the client
+  header_timeout_s = 15,          -- a request's header fields, and an idle kept-alive connection
+  min_body_rate = 1024,           -- bytes/s a request body must average after its first 5 s
   shutdown_grace_s = 20,          -- SIGTERM: how long in-flight requests may take to finish
   cors_origins = {},              -- cookie routes' cross-origin callers, e.g. {"https://app.example"};
                                   -- the import (Bearer token) is open to every origin without this
@@ -23,7 +33,9 @@ return {
   },
 
   -- Lua
-  instruction_limit = 200000000,  -- VM instructions one request may run before it is stopped
+  instruction_limit = 200000000,  -- VM instructions one request may run before it is stopped,
+  instructions_per_body_byte = 32, -- plus this many per byte of its (inflated) body: every
+                                  -- payload within max_import_bytes completes
 
   -- PostgreSQL
   database_url = "",              -- empty: the embedded cluster under var/ (make run / make test)
@@ -52,6 +64,8 @@ return {
   sync_max_titles = 100000,
   sync_warning_cap = 100,
   import_file_max_items = 100000, -- titles one library file may hold (POST /api/import, `shelfsync import`)
+  sync_max_failures = 10,         -- failed imports per user within sync_failure_window_s; then 429
+  sync_failure_window_s = 300,
 
   -- Title metadata (issue 12): an Audnexus-compatible provider fills the shared catalog in
   -- the background (GET <url>/books/<asin>?region=<marketplace>). Empty: no enrichment.

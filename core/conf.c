@@ -53,23 +53,36 @@ struct conf_key {
 
 static const struct conf_key conf_keys[] = {
     /* HTTP */
-    STR("listen", NO_FIELD, 0),  /* parsed into listen_host and listen_port */
-    NUM("workers", CONF_INT, AT(workers), 0, 256),  /* 0: 2 x cores */
+    STR("listen", NO_FIELD, 0),                    /* parsed into listen_host and listen_port */
+    NUM("workers", CONF_INT, AT(workers), 0, 256), /* 0: 2 x cores */
+    NUM("import_workers", CONF_INT, AT(import_workers), 0, 64),
     NUM("connection_limit", CONF_INT, AT(connection_limit), 1, 1000000),
     NUM("connection_timeout_s", CONF_INT, AT(connection_timeout_s), 0, 86400),
     NUM("max_body_bytes", CONF_SIZE, AT(max_body_bytes), 1, 1LL << 32),
     NUM("max_import_bytes", CONF_SIZE, NO_FIELD, 1, 1LL << 32),
     NUM("import_file_max_bytes", CONF_SIZE, NO_FIELD, 1, 1LL << 34),
+    /* libmicrohttpd's per-connection buffer holds the target and the header fields */
+    NUM("max_url_bytes", CONF_SIZE, AT(max_url_bytes), 256, 32768),
+    NUM("max_header_bytes", CONF_SIZE, AT(max_header_bytes), 1024, 65536),
+    NUM("drain_max_bytes", CONF_SIZE, AT(drain_max_bytes), 0, 1LL << 32),
+    NUM("drain_timeout_s", CONF_INT, AT(drain_timeout_s), 0, 3600),
+    NUM("max_buffered_bytes", CONF_SIZE, AT(max_buffered_bytes), 1, 1LL << 40),
+    NUM("max_connections_per_address", CONF_INT, AT(max_connections_per_address), 0,
+        1000000),            /* 0: off */
+    LIST("trusted_proxies"), /* joined into trusted_proxies by derive() */
+    NUM("header_timeout_s", CONF_INT, AT(header_timeout_s), 0, 3600), /* 0: off */
+    NUM("min_body_rate", CONF_SIZE, AT(min_body_rate), 0, 1LL << 32), /* 0: off */
     NUM("shutdown_grace_s", CONF_INT, AT(shutdown_grace_s), 0, 3600),
     LIST("cors_origins"),
     STR("log_level", AT(log_level), 0),
     /* Web app */
-    STR("web_root", NO_FIELD, 0),       /* made absolute into web_root by derive() */
-    LIST("cover_image_hosts"),          /* checked and joined into cover_image_hosts by derive() */
+    STR("web_root", NO_FIELD, 0), /* made absolute into web_root by derive() */
+    LIST("cover_image_hosts"),    /* checked and joined into cover_image_hosts by derive() */
     /* Lua */
     NUM("instruction_limit", CONF_LONG, AT(instruction_limit), 1000, 1LL << 40),
+    NUM("instructions_per_body_byte", CONF_LONG, AT(instructions_per_body_byte), 0, 1000),
     /* PostgreSQL */
-    STR("database_url", AT(database_url), 1)   /* may hold a password */,
+    STR("database_url", AT(database_url), 1) /* may hold a password */,
     NUM("statement_timeout_ms", CONF_INT, AT(statement_timeout_ms), 0, 86400000),
     BOOL("migrate_on_start", AT(migrate_on_start)),
     /* Secrets and identity */
@@ -92,12 +105,14 @@ static const struct conf_key conf_keys[] = {
     NUM("sync_max_titles", CONF_INT, NO_FIELD, 1, 10000000),
     NUM("sync_warning_cap", CONF_INT, NO_FIELD, 1, 100000),
     NUM("import_file_max_items", CONF_INT, NO_FIELD, 1, 10000000),
+    NUM("sync_max_failures", CONF_INT, NO_FIELD, 1, 100000),
+    NUM("sync_failure_window_s", CONF_INT, NO_FIELD, 1, 86400),
     /* Housekeeping */
-    NUM("cleanup_interval_s", CONF_INT, AT(cleanup_interval_s), 0, 604800),  /* 0: off */
+    NUM("cleanup_interval_s", CONF_INT, AT(cleanup_interval_s), 0, 604800), /* 0: off */
     /* Operators */
     STR("metrics_token", NO_FIELD, 1),
     /* Title metadata (core/enrich.c, lua/enrichment.lua) */
-    STR("metadata_provider_url", AT(metadata_provider_url), 0),   /* "": no enrichment */
+    STR("metadata_provider_url", AT(metadata_provider_url), 0), /* "": no enrichment */
     STR("metadata_marketplace", NO_FIELD, 0),
     NUM("metadata_refresh_days", CONF_INT, NO_FIELD, 1, 3650),
     NUM("metadata_concurrency", CONF_INT, AT(metadata_concurrency), 1, 64),
@@ -121,6 +136,28 @@ static const struct conf_key *find_key(const char *name)
         if (strcmp(conf_keys[i].name, name) == 0)
             return &conf_keys[i];
     return NULL;
+}
+
+/* The list at key (read_keys checked: strings only) joined by commas; NULL when out of memory. */
+static char *joined_list(lua_State *L, const char *key)
+{
+    lua_getfield(L, -1, key);
+    size_t n = lua_istable(L, -1) ? lua_rawlen(L, -1) : 0, len = 0;
+    char *out = calloc(1, 1);
+    for (size_t i = 1; out && i <= n; i++) {
+        lua_rawgeti(L, -1, (lua_Integer)i);
+        size_t slen;
+        const char *s = lua_tolstring(L, -1, &slen);
+        char *grown = realloc(out, len + slen + 2);
+        if (grown)
+            len += (size_t)sprintf(grown + len, "%s%s", len ? "," : "", s);
+        else
+            free(out);
+        out = grown;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return out;
 }
 
 /* The list at key (a checked list of strings) joined by spaces, as CSP sources: NULL with
@@ -434,6 +471,10 @@ static int derive(lua_State *L, struct conf *c, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    if (!(c->trusted_proxies = joined_list(L, "trusted_proxies"))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     c->cover_image_hosts = csp_sources(L, "cover_image_hosts", err, errlen);
     return c->cover_image_hosts ? 0 : -1;
 }
@@ -557,6 +598,7 @@ void conf_free(struct conf *c)
     free(c->log_level);
     free(c->web_root);
     free(c->cover_image_hosts);
+    free(c->trusted_proxies);
     free(c->json);
     free(c->json_redacted);
     free(c->metadata_provider_url);

@@ -13,10 +13,20 @@ struct conf {
     char listen_host[64];
     int listen_port;
     int workers;
+    int import_workers; /* a lane of their own for large-body routes (imports) */
     int connection_limit;
     int connection_timeout_s;
     size_t max_body_bytes;        /* a route's default body_limit (a path no route has) */
+    size_t max_url_bytes;         /* request target as sent (414 over it) */
+    size_t max_header_bytes;      /* all header names + values (431 over it) */
+    size_t drain_max_bytes;       /* a refused body is read and dropped up to this past its limit */
+    int drain_timeout_s;          /* ... and for at most this long, then the answer (or a cut) */
+    size_t max_buffered_bytes;    /* request bodies held at once, all connections: over it, 503 */
+    int max_connections_per_address; /* behind a trusted proxy: requests in flight per client */
+    int header_timeout_s; /* a request's header fields (or a kept-alive connection's next request) */
+    size_t min_body_rate;         /* bytes/s a body must average past its first seconds */
     long instruction_limit;       /* Lua VM instructions per request */
+    long instructions_per_body_byte; /* ... plus this many per byte of (inflated) body */
     int statement_timeout_ms;
     int shutdown_grace_s;
     int cleanup_interval_s;
@@ -30,6 +40,7 @@ struct conf {
     char *log_level;              /* owned */
     char *web_root;               /* owned: absolute; the web app's files (may not exist) */
     char *cover_image_hosts;      /* owned: space-separated CSP sources for img-src */
+    char *trusted_proxies;        /* owned: comma-separated addresses / CIDR blocks, "" for none */
     char *json;                   /* owned: the whole resolved table as JSON, for host.config */
     char *json_redacted;          /* owned: the same with every secret replaced by "(set)" */
     /* Title metadata enrichment (core/enrich.c); every metadata_* key is in conf.c's conf_keys. */

@@ -19,6 +19,10 @@
 
 #include "conf.h"
 #include "gzip.h"
+#include "health.h"
+#include "http_frame.h"
+#include "http_peer.h"
+#include "jwt.h"
 #include "log.h"
 #include "metrics.h"
 #include "reload.h"
@@ -32,9 +36,17 @@
 /* After a request this large, the worker collects its garbage and hands memory back to
    the system, so one big import does not keep a worker's heap at its peak. */
 #define BIG_REQUEST_BYTES (1 << 20)
-/* A body over its limit is read and dropped up to this many times the limit, so the
-   client can be told 413; past that the connection is cut. */
-#define DRAIN_FACTOR 4
+/* libmicrohttpd's per-connection memory: the request line, the header fields and their
+   index must fit, or it answers by itself (HTML) or not at all. Sized well above our own
+   limits (conf: max_url_bytes, max_header_bytes), so that our code decides. */
+#define MHD_POOL_BYTES(c) (2 * ((c)->max_url_bytes + (c)->max_header_bytes) + 64 * 1024)
+/* Bearer routes take the sync tokens routes/sync.lua issues: this is their audience. */
+#define BEARER_AUDIENCE "shelfsync-sync"
+#define BEARER_CHALLENGE "Bearer realm=\"shelfsync-sync\", error=\"invalid_token\""
+#define RETRY_AFTER_S "5"
+#define MAX_HEADER_FIELDS 100
+#define MAX_QUERY_PARAMS 200
+
 #define EXPOSE_HEADERS "X-Request-Id, ETag"
 
 struct http_server {
@@ -42,6 +54,9 @@ struct http_server {
     struct worker_pool *pool;
     struct MHD_Daemon *daemon;
     struct web_static *web;
+    struct http_frame_limits limits;
+    struct http_peers *peers;
+    atomic_size_t buffered; /* request body bytes held, all connections together */
     atomic_int inflight;
     int port;
 };
@@ -60,6 +75,7 @@ struct request {
     struct job job;                 /* first: the worker pool queues &req->job */
     struct http_server *srv;
     struct MHD_Connection *conn;
+    struct http_peer *peer; /* the connection's record; NULL if untracked */
     char method[16];
     char *path;
     char request_id[65];
@@ -71,7 +87,12 @@ struct request {
     enum routes_auth auth;          /* the route's authentication */
     int routed;                     /* a Lua route matches: the static files do not answer */
     char *allow_origin;             /* owned: its CORS Access-Control-Allow-Origin, or NULL */
-    int too_large, dispatched;
+    int started, dispatched, health;
+    struct http_frame_verdict refusal; /* status != 0: the target was refused */
+    struct http_frame_verdict pending; /* status != 0: the body is dropped, then this answers */
+    size_t drain_cap;                  /* ... unless more than this many body bytes come */
+    size_t reserved;                   /* body bytes counted in srv->buffered, until completion */
+    long drain_until_ms;               /* ... or they take longer than this */
     int raw_body;                   /* the route's raw_body: gzip handed to Lua as sent */
     struct MHD_Response *resp;      /* built by the worker */
     int status;
@@ -174,12 +195,15 @@ static void add_cors(struct MHD_Response *resp, const struct request *r)
         MHD_add_response_header(resp, "Vary", "Origin");
 }
 
-/* A JSON error built in C, for failures that never reach Lua. */
+/* A JSON error built in C, for failures that never reach Lua. `code` repeats `error`, as the
+   import's 401s from Lua carry it (routes/sync.lua). */
 static struct MHD_Response *error_response(const struct request *r, const char *code, const char *msg)
 {
     char body[1024];
-    int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"message\":\"%s\",\"details\":[],\"requestId\":\"%s\"}",
-                     code, msg, r->request_id);
+    int n = snprintf(
+        body, sizeof body,
+        "{\"error\":\"%s\",\"code\":\"%s\",\"message\":\"%s\",\"details\":[],\"requestId\":\"%s\"}",
+        code, code, msg, r->request_id);
     struct MHD_Response *resp = MHD_create_response_from_buffer((size_t)n, body, MHD_RESPMEM_MUST_COPY);
     if (resp) {
         MHD_add_response_header(resp, "Content-Type", "application/json");
@@ -189,17 +213,6 @@ static struct MHD_Response *error_response(const struct request *r, const char *
         add_cors(resp, r);
     }
     return resp;
-}
-
-static enum MHD_Result send_error(struct request *r, int status, const char *code, const char *msg)
-{
-    struct MHD_Response *resp = error_response(r, code, msg);
-    if (!resp)
-        return MHD_NO;
-    r->status = status;
-    enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)status, resp);
-    MHD_destroy_response(resp);
-    return ok;
 }
 
 /* ---- Lua side (runs on a worker) ---- */
@@ -403,6 +416,8 @@ static void run_request(struct worker *w, struct job *job)
         resp = error_response(r, code, msg);
     } else if (vm_push_app_fn(L, "handle") == 0) {
         big = big || r->len >= BIG_REQUEST_BYTES;
+        const struct conf *c = r->srv->conf;
+        vm_budget_limit(L, c->instruction_limit + (long)r->len * c->instructions_per_body_byte);
         push_request(L, r);
         if (vm_call(L, 1, 1, err, sizeof err) == LUA_OK && lua_istable(L, -1))
             resp = build_response(L, r);
@@ -453,50 +468,270 @@ static int apply_route(struct request *r)
     return allow && !r->allow_origin ? -1 : 0;
 }
 
-static struct request *request_new(struct http_server *s, struct MHD_Connection *conn,
-                                   const char *method, const char *url)
+static long now_ms(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+** libmicrohttpd's URI log callback: the first sight of a request, with its target as sent
+** (before %-decoding). The request is born here so that the target can be judged raw.
+** A refused target's query is cut off in libmicrohttpd's line buffer (which it edits in
+** place itself right after this call) so that it never indexes thousands of parameters.
+*/
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct http_server *s = cls;
     struct request *r = calloc(1, sizeof *r);
-    if (!r || !(r->path = strdup(url))) {
-        free(r);
+    if (!r)
         return NULL;
-    }
     r->srv = s;
     r->conn = conn;
     r->job.run = run_request;
-    snprintf(r->method, sizeof r->method, "%s", method);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->peer = ci ? ci->socket_context : NULL;
     clock_gettime(CLOCK_MONOTONIC, &r->t0);
+    atomic_fetch_add(&s->inflight, 1);
+    if (http_frame_check_target(uri, &s->limits, &r->refusal) < 0) {
+        char *q = strchr(uri, '?');
+        if (q)
+            q[1] = '\0';
+    }
+    return r;
+}
+
+/* The access handler's first call: method and decoded path are known. */
+static int request_begin(struct request *r, const char *method, const char *url)
+{
+    if (!(r->path = strdup(url)))
+        return -1;
+    r->started = 1;
+    snprintf(r->method, sizeof r->method, "%s", method);
     set_request_id(r);
     set_remote(r);
-    if (apply_route(r) < 0) {
-        free(r->path);
-        free(r);
-        return NULL;
+    return apply_route(r);
+}
+
+static enum MHD_Result send_refusal(struct request *r, const struct http_frame_verdict *v)
+{
+    struct MHD_Response *resp = error_response(r, v->code, v->message);
+    if (!resp)
+        return MHD_NO;
+    if (v->close)
+        MHD_add_response_header(resp, "Connection", "close");
+    if (v->status == 401)
+        MHD_add_response_header(resp, "WWW-Authenticate", BEARER_CHALLENGE);
+    else if (v->status == 503 || v->status == 429)
+        MHD_add_response_header(resp, "Retry-After", RETRY_AFTER_S);
+    r->status = v->status;
+    enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)v->status, resp);
+    MHD_destroy_response(resp);
+    return ok;
+}
+
+static enum MHD_Result scan_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *val)
+{
+    (void)kind;
+    http_frame_add_field(cls, key, val);
+    return MHD_YES;
+}
+
+/* The framing and size checks every request passes before anything reads its body. */
+static int check_fields(struct request *r, struct http_frame_verdict *v)
+{
+    struct http_frame_fields f = {0};
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, scan_field, &f);
+    return http_frame_check_fields(&f, &r->srv->limits, v);
+}
+
+/* /healthz, answered here from the host's own state: never queued behind a worker. */
+static enum MHD_Result send_health(struct request *r)
+{
+    char body[2048];
+    struct MHD_Response *resp;
+    int status = 405;
+    if (!strcmp(r->method, "GET") || !strcmp(r->method, "HEAD")) {
+        status = health_render(body, sizeof body);
+        r->resp_bytes = strlen(body);
+        if ((resp = MHD_create_response_from_buffer(r->resp_bytes, body, MHD_RESPMEM_MUST_COPY))) {
+            MHD_add_response_header(resp, "Content-Type", "application/json; charset=utf-8");
+            MHD_add_response_header(resp, "Cache-Control", "no-store");
+            MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+            web_static_api_headers(resp);
+            add_cors(resp, r);
+        }
+    } else {
+        if ((resp = error_response(r, "method_not_allowed", "only GET is allowed here")))
+            MHD_add_response_header(resp, "Allow", "GET");
     }
-    atomic_fetch_add(&s->inflight, 1);
-    return r;
+    if (!resp)
+        return MHD_NO;
+    snprintf(r->route, sizeof r->route, "/healthz");
+    r->status = status;
+    enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return ok;
+}
+
+/*
+** Refuses the request once its body has been read and dropped (bounded by drain_max_bytes
+** past what the route would take, and drain_timeout_s): a client that writes its whole
+** body before reading would otherwise lose the answer to a reset (nginx's lingering
+** close). A client that asked for 100-continue, or a body too large to drain, is answered
+** at once.
+*/
+static enum MHD_Result refuse_after_body(struct request *r, const struct http_frame_verdict *v,
+                                         unsigned long long declared, int has_body)
+{
+    const struct conf *c = r->srv->conf;
+    const char *expect = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Expect");
+    r->pending = *v;
+    r->pending.close = 1;
+    r->drain_cap = (v->status == 413 ? r->limit : 0) + c->drain_max_bytes;
+    r->drain_until_ms = now_ms() + 1000L * c->drain_timeout_s;
+    if (has_body && ((expect && !strcasecmp(expect, "100-continue")) || declared > r->drain_cap))
+        return send_refusal(r, &r->pending);
+    return MHD_YES;
+}
+
+/*
+** A Bearer route's token, checked before a byte of the body is kept: signature, audience
+** and expiry (jwt_check_hs256). The handler still checks everything again, and the
+** token's row. Returns 0, or -1 with the 401 in *v.
+*/
+static int check_bearer(struct request *r, struct http_frame_verdict *v)
+{
+    const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
+    const char *conf_secret = r->srv->conf->secret;
+    *v = (struct http_frame_verdict){401, "token_invalid",
+                                     "send the sync token as Authorization: Bearer <token>", 1};
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return -1;
+    for (h += 7; *h == ' '; h++)
+        ;
+    size_t len = strcspn(h, " ");
+    const char *why;
+    const char *code =
+        jwt_check_hs256(h, len, conf_secret, strlen(conf_secret), BEARER_AUDIENCE, &why);
+    if (!code)
+        return 0;
+    v->code = code;
+    v->message = strcmp(code, "token_expired") == 0
+                     ? "this sync token has expired; start a new sync"
+                     : "this sync token is not valid";
+    return -1;
+}
+
+/* The first call for a request: judge everything known before the body. */
+static enum MHD_Result on_headers(struct request *r, const char *method, const char *url)
+{
+    if (request_begin(r, method, url) < 0)
+        return MHD_NO;
+    struct http_frame_verdict v;
+    if (r->refusal.status) {
+        /* A body may follow that nobody will read: close after the answer. */
+        r->refusal.close = 1;
+        return send_refusal(r, &r->refusal);
+    }
+    if (check_fields(r, &v) < 0)
+        return send_refusal(r, &v);
+    const char *xff = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Forwarded-For");
+    if (http_peer_begin(r->srv->peers, r->peer, xff, r->remote, sizeof r->remote) < 0) {
+        v = (struct http_frame_verdict){429, "too_many_connections",
+                                        "this client has too many requests in flight", 0};
+        r->peer = NULL; /* counted for nobody: nothing to end */
+        return send_refusal(r, &v);
+    }
+    /* Answered once the (empty) body is in: an answer queued now would close the connection. */
+    r->health = !strcmp(r->path, "/healthz");
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
+    unsigned long long declared = cl ? strtoull(cl, NULL, 10) : 0;
+    int has_body =
+        declared > 0 || MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Transfer-Encoding");
+    /* A preflight carries no credentials: only the request it announces does. */
+    if (r->auth == ROUTES_AUTH_BEARER && strcmp(r->method, "OPTIONS") != 0 &&
+        check_bearer(r, &v) < 0)
+        return refuse_after_body(r, &v, declared, has_body);
+    if (declared > r->limit) {
+        v = (struct http_frame_verdict){413, "payload_too_large",
+                                        "the request body is over this route's limit", 1};
+        return refuse_after_body(r, &v, declared, has_body);
+    }
+    if (declared + atomic_load(&r->srv->buffered) > r->srv->conf->max_buffered_bytes) {
+        v = (struct http_frame_verdict){
+            503, "server_busy", "the server holds as many request bodies as it can; retry shortly",
+            1};
+        return refuse_after_body(r, &v, declared, has_body);
+    }
+    /* A Lua route comes first: the app pages whose head a route fills (routes/pages.lua). */
+    int web = r->routed ? 0
+                        : web_static_serve(r->srv->web, r->conn, r->method, r->path, &r->status,
+                                           &r->resp_bytes);
+    if (web)
+        snprintf(r->route, sizeof r->route, "(web)");
+    return web < 0 ? MHD_NO : MHD_YES;
+}
+
+/* Stops keeping the body: it is dropped from now on and v answers once it has ended. */
+static void drop_body(struct request *r, struct http_frame_verdict v)
+{
+    r->pending = v;
+    r->drain_cap = r->seen + r->srv->conf->drain_max_bytes;
+    r->drain_until_ms = now_ms() + 1000L * r->srv->conf->drain_timeout_s;
+    free(r->body);
+    r->body = NULL;
+    r->len = r->cap = 0;
+    atomic_fetch_sub(&r->srv->buffered, r->reserved);
+    r->reserved = 0;
+}
+
+/* Grows the body buffer to hold need bytes, within the budget all connections share. */
+static int grow_body(struct request *r, size_t need)
+{
+    size_t cap = r->cap ? r->cap : 16384;
+    while (cap < need)
+        cap *= 2;
+    size_t more = cap - r->cap;
+    if (atomic_fetch_add(&r->srv->buffered, more) + more > r->srv->conf->max_buffered_bytes) {
+        atomic_fetch_sub(&r->srv->buffered, more);
+        return 1;
+    }
+    char *grown = realloc(r->body, cap);
+    if (!grown) {
+        atomic_fetch_sub(&r->srv->buffered, more);
+        return -1;
+    }
+    r->body = grown;
+    r->cap = cap;
+    r->reserved += more;
+    return 0;
 }
 
 static int append_body(struct request *r, const char *data, size_t n)
 {
     r->seen += n;
-    if (r->too_large || r->len + n > r->limit) {
-        r->too_large = 1;
-        free(r->body);
-        r->body = NULL;
-        r->len = r->cap = 0;
-        return r->seen / DRAIN_FACTOR > r->limit ? -1 : 0;
-    }
-    if (r->len + n + 1 > r->cap) {
-        size_t cap = r->cap ? r->cap : 16384;
-        while (cap < r->len + n + 1)
-            cap *= 2;
-        char *grown = realloc(r->body, cap);
-        if (!grown)
+    http_peer_body(r->srv->peers, r->peer, n);
+    if (!r->pending.status && r->len + n > r->limit)
+        drop_body(r, (struct http_frame_verdict){413, "payload_too_large",
+                                                 "the request body is over this route's limit", 1});
+    if (!r->pending.status && r->len + n + 1 > r->cap) {
+        const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
+        size_t declared = cl ? (size_t)strtoull(cl, NULL, 10) : 0;
+        int rc = grow_body(r, declared > r->len + n ? declared + 1 : r->len + n + 1);
+        if (rc < 0)
             return -1;
-        r->body = grown;
-        r->cap = cap;
+        if (rc > 0)
+            drop_body(r,
+                      (struct http_frame_verdict){
+                          503, "server_busy",
+                          "the server holds as many request bodies as it can; retry shortly", 1});
     }
+    if (r->pending.status) /* dropped; past the drain bounds the connection is cut */
+        return r->seen > r->drain_cap || now_ms() > r->drain_until_ms ? -1 : 0;
     memcpy(r->body + r->len, data, n);
     r->len += n;
     return 0;
@@ -516,23 +751,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   size_t *upload_size, void **con_cls)
 {
     (void)version;
-    struct http_server *s = cls;
+    (void)cls;
     struct request *r = *con_cls;
-    if (!r) {
-        if (!(r = request_new(s, conn, method, url)))
-            return MHD_NO;
-        *con_cls = r;
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) > r->limit) {
-            r->too_large = 1;
-            return send_error(r, 413, "payload_too_large", "the request body is over this route's limit");
-        }
-        /* A Lua route comes first: the app pages whose head a route fills (routes/pages.lua). */
-        int web = r->routed ? 0 : web_static_serve(s->web, conn, r->method, r->path, &r->status, &r->resp_bytes);
-        if (web)
-            snprintf(r->route, sizeof r->route, "(web)");
-        return web < 0 ? MHD_NO : MHD_YES;
-    }
+    if (!r) /* on_uri ran out of memory */
+        return MHD_NO;
+    if (!r->started)
+        return on_headers(r, method, url);
     if (*upload_size) {
         int rc = append_body(r, upload, *upload_size);
         *upload_size = 0;
@@ -546,13 +770,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (r->dispatched || r->status)
         return MHD_YES;
-    if (r->too_large)
-        return send_error(r, 413, "payload_too_large", "the request body is over this route's limit");
+    if (r->health)
+        return send_health(r);
+    if (r->pending.status)
+        return send_refusal(r, &r->pending);
     if (collect_all(r) < 0)
         return MHD_NO;
     r->dispatched = 1;
+    http_peer_dispatched(r->srv->peers, r->peer);
     MHD_suspend_connection(conn);
-    worker_pool_submit(s->pool, &r->job);
+    /* A route that takes more than the default body is an import: its own lane. */
+    r->job.lane = r->limit > r->srv->conf->max_body_bytes ? WORKER_LANE_HEAVY : WORKER_LANE_GENERAL;
+    worker_pool_submit(r->srv->pool, &r->job);
     return MHD_YES;
 }
 
@@ -566,19 +795,45 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     int status = r->status ? r->status : (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? 200 : 499);
     double ms = ms_since(&r->t0);
-    log_request(r->request_id, r->method, r->path, status, ms, r->resp_bytes);
+    log_request(r->request_id, r->method, r->path ? r->path : "", status, ms, r->resp_bytes);
     metrics_observe(r->method, r->route[0] ? r->route : NULL, status, ms);
+    http_peer_end(s->peers, r->peer);
     if (r->resp)
         MHD_destroy_response(r->resp);
     kv_free(&r->headers);
     kv_free(&r->query);
     kv_free(&r->cookies);
     free(r->body);
+    atomic_fetch_sub(&s->buffered, r->reserved);
     free(r->path);
     free(r->allow_origin);
     free(r);
     *con_cls = NULL;
     atomic_fetch_sub(&s->inflight, 1);
+}
+
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addrlen;
+    struct http_server *s = cls;
+    return http_peers_admit(s->peers, addr) ? MHD_YES : MHD_NO;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct http_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        http_peers_close(s->peers, *socket_context);
+        *socket_context = NULL;
+        return;
+    }
+    const union MHD_ConnectionInfo *addr =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const union MHD_ConnectionInfo *fd =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    *socket_context =
+        (addr && fd) ? http_peers_open(s->peers, addr->client_addr, fd->connect_fd) : NULL;
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -595,6 +850,11 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 struct http_server *http_server_start(const struct conf *c, struct worker_pool *pool,
                                       char *err, size_t errlen)
 {
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->listen_port)};
+    if (inet_pton(AF_INET, c->listen_host, &sin.sin_addr) != 1) {
+        snprintf(err, errlen, "listen host %s: expected an IPv4 address", c->listen_host);
+        return NULL;
+    }
     struct http_server *s = calloc(1, sizeof *s);
     if (!s) {
         snprintf(err, errlen, "out of memory");
@@ -602,28 +862,30 @@ struct http_server *http_server_start(const struct conf *c, struct worker_pool *
     }
     s->conf = c;
     s->pool = pool;
+    s->limits = (struct http_frame_limits){.max_target_bytes = c->max_url_bytes,
+                                           .max_query_params = MAX_QUERY_PARAMS,
+                                           .max_header_bytes = c->max_header_bytes,
+                                           .max_headers = MAX_HEADER_FIELDS};
+    struct http_peer_conf pc = {.max_per_address = c->max_connections_per_address,
+                                .trusted_proxies = c->trusted_proxies,
+                                .header_timeout_s = c->header_timeout_s,
+                                .min_body_rate = c->min_body_rate};
+    if (!(s->peers = http_peers_new(&pc, err, errlen)))
+        goto fail;
     if (!(s->web = web_static_new(c))) {
         snprintf(err, errlen, "out of memory");
-        goto fail;
-    }
-    struct sockaddr_in sin = {0};
-    sin.sin_family = AF_INET;
-    sin.sin_port = htons((uint16_t)c->listen_port);
-    if (inet_pton(AF_INET, c->listen_host, &sin.sin_addr) != 1) {
-        snprintf(err, errlen, "listen host %s: expected an IPv4 address", c->listen_host);
         goto fail;
     }
     s->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
             MHD_USE_ERROR_LOG,
-        (uint16_t)c->listen_port, NULL, NULL, on_request, s,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->connection_limit,
+        (uint16_t)c->listen_port, on_accept, s, on_request, s, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&sin, MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->connection_limit,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)c->connection_timeout_s,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-        MHD_OPTION_UNESCAPE_CALLBACK, web_static_unescape, NULL,
-        MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MHD_POOL_BYTES(c), MHD_OPTION_URI_LOG_CALLBACK,
+        on_uri, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_UNESCAPE_CALLBACK,
+        web_static_unescape, NULL, MHD_OPTION_END);
     if (!s->daemon) {
         snprintf(err, errlen, "cannot listen on %s:%d (in use?)", c->listen_host, c->listen_port);
         goto fail;
@@ -633,6 +895,7 @@ struct http_server *http_server_start(const struct conf *c, struct worker_pool *
     return s;
 fail:
     web_static_free(s->web);
+    http_peers_free(s->peers);
     free(s);
     return NULL;
 }
@@ -660,5 +923,6 @@ void http_server_stop(struct http_server *s)
         return;
     MHD_stop_daemon(s->daemon);
     web_static_free(s->web);
+    http_peers_free(s->peers);
     free(s);
 }

@@ -23,6 +23,7 @@
 
 #include "conf.h"
 #include "enrich.h"
+#include "health.h"
 #include "http_server.h"
 #include "log.h"
 #include "metrics.h"
@@ -265,9 +266,11 @@ static int cmd_serve(struct conf *c)
         reload_stop();
         return 1;
     }
-    struct http_server *srv = http_server_start(c, pool, err, sizeof err);
-    if (!srv) {
+    struct http_server *srv = NULL;
+    if (health_start(c->database_url, err, sizeof err) < 0 ||
+        !(srv = http_server_start(c, pool, err, sizeof err))) {
         log_error("%s", err);
+        health_stop();
         worker_pool_stop(pool);
         reload_stop();
         return 1;
@@ -276,8 +279,9 @@ static int cmd_serve(struct conf *c)
         log_error("%s; serving without title enrichment", err);
     write_port_file(http_server_port(srv));
     metrics_set_gauge("workers", c->workers);
-    log_info("shelfsync %s listening on http://%s:%d with %d workers", SHELFSYNC_VERSION,
-             c->listen_host, http_server_port(srv), c->workers);
+    log_info("shelfsync %s listening on http://%s:%d with %d workers (+%d for imports)",
+             SHELFSYNC_VERSION, c->listen_host, http_server_port(srv), c->workers,
+             c->import_workers);
 
     struct cleanup_job cleanup = {.job = {.run = run_cleanup_job}};
     time_t next_cleanup = time(NULL) + c->cleanup_interval_s;
@@ -302,6 +306,7 @@ static int cmd_serve(struct conf *c)
     enrich_stop();
     worker_pool_stop(pool);     /* answers anything still queued and resumes it */
     http_server_stop(srv);
+    health_stop();
     reload_stop();
     log_info("stopped");
     return 0;

@@ -53,16 +53,33 @@
 
 #include <assert.h>
 #include <ctype.h>
+#include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "pg_private.h"
 
 #define CONN_MT "shelfsync.pg.conn"
-#define CONNECT_TIMEOUT "10"
+/* Client-side deadlines, so that a database that stops answering (a frozen host, a
+** partition) costs a request a bounded wait and a 503, never a worker: connecting is
+** bounded by connect_timeout (libpq's floor is 2 s), a dead TCP peer is noticed by
+** keepalives and tcp_user_timeout, and every statement by the statement timeout itself,
+** enforced here (see wait_result), not only by the server. */
+#define CONNECT_TIMEOUT "3"
+#define TCP_USER_TIMEOUT_MS "10000"
+/* The client's deadline is the statement timeout plus this: a live server cancels first
+** (a query error, as before), only a server that does not answer at all meets it. */
+#define DEADLINE_GRACE_MS 1000
+/* Cancels sent for statements past their deadline, each from its own thread (PQcancel
+** blocks until the server answers, which a frozen server never does); past this many
+** still waiting, no more are sent: the dropped connection ends the statement anyway. */
+#define MAX_PENDING_CANCELS 8
 #define MAX_PARAMS 65535
 
 static char CONN_KEY;   /* registry[&CONN_KEY]  = lightuserdata struct pg_conn * */
@@ -192,14 +209,110 @@ static void conn_drop(struct pg_conn *c)
     pg_schema_forget(c);
 }
 
+static atomic_int pending_cancels;
+
+static void *cancel_thread(void *arg)
+{
+    char buf[256];
+    PQcancel(arg, buf, sizeof buf);
+    PQfreeCancel(arg);
+    atomic_fetch_sub(&pending_cancels, 1);
+    return NULL;
+}
+
+/* Asks the server to cancel c's statement without waiting for the answer. */
+static void cancel_async(struct pg_conn *c)
+{
+    PGcancel *cancel = PQgetCancel(c->conn);
+    pthread_t t;
+    pthread_attr_t attr;
+    if (!cancel)
+        return;
+    if (atomic_fetch_add(&pending_cancels, 1) >= MAX_PENDING_CANCELS) {
+        atomic_fetch_sub(&pending_cancels, 1);
+        PQfreeCancel(cancel);
+        return;
+    }
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, cancel_thread, cancel) != 0) {
+        atomic_fetch_sub(&pending_cancels, 1);
+        PQfreeCancel(cancel);
+    }
+    pthread_attr_destroy(&attr);
+}
+
+static long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits for the socket until the deadline (-1: none). 0 when ready, -1 on timeout. */
+static int wait_socket(PGconn *conn, short events, long deadline)
+{
+    struct pollfd p = {.fd = PQsocket(conn), .events = events};
+    for (;;) {
+        long left = deadline < 0 ? -1 : deadline - mono_ms();
+        if (deadline >= 0 && left <= 0)
+            return -1;
+        int n = poll(&p, 1, left > INT32_MAX ? INT32_MAX : (int)left);
+        if (n > 0 || (n < 0 && errno != EINTR))
+            return 0; /* ready, or an error libpq will report */
+        if (n == 0)
+            return -1;
+    }
+}
+
+/*
+** The result of the statement just sent, within the statement timeout plus
+** DEADLINE_GRACE_MS (measured here, so a server that stopped answering is caught too).
+** Like PQexec: the last result, or NULL. Past the deadline the statement is cancelled, the
+** connection dropped and e says so (kind connection: the caller answers 503).
+*/
+static PGresult *wait_result(struct pg_conn *c, struct pg_error *e)
+{
+    long deadline =
+        c->statement_timeout_ms > 0 ? mono_ms() + c->statement_timeout_ms + DEADLINE_GRACE_MS : -1;
+    PGresult *last = NULL, *res;
+    while (PQflush(c->conn) == 1)
+        if (wait_socket(c->conn, POLLOUT | POLLIN, deadline) < 0)
+            goto late;
+    for (;;) {
+        while (PQisBusy(c->conn)) {
+            if (wait_socket(c->conn, POLLIN, deadline) < 0)
+                goto late;
+            if (!PQconsumeInput(c->conn))
+                break; /* connection trouble: PQgetResult reports it */
+        }
+        if (!(res = PQgetResult(c->conn)))
+            return last;
+        PQclear(last);
+        last = res;
+    }
+late:
+    PQclear(last);
+    cancel_async(c);
+    conn_drop(c);
+    pg_err_set(e, PG_KIND_CONNECTION, "57014", "");
+    snprintf(e->msg, sizeof(e->msg), "the database did not answer within %d ms",
+             c->statement_timeout_ms + DEADLINE_GRACE_MS);
+    return NULL;
+}
+
 /* Opens c->conn. Returns 0, or -1 with e filled (kind connection). */
 static int conn_open(struct pg_conn *c, struct pg_error *e)
 {
     /* Later keywords win: the caller's conninfo may override the timeout and
     ** application name, never the encoding we parse results with. */
-    const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname",
-                          "client_encoding", NULL};
-    const char *vals[] = {CONNECT_TIMEOUT, "shelfsync", c->conninfo, "UTF8", NULL};
+    const char *keys[] = {"connect_timeout",           "keepalives",
+                          "keepalives_idle",           "keepalives_interval",
+                          "keepalives_count",          "tcp_user_timeout",
+                          "fallback_application_name", "dbname",
+                          "client_encoding",           NULL};
+    const char *vals[] = {CONNECT_TIMEOUT,     "1",         "5",         "2",    "3",
+                          TCP_USER_TIMEOUT_MS, "shelfsync", c->conninfo, "UTF8", NULL};
     char setup[160];
     PGresult *res;
 
@@ -218,10 +331,13 @@ static int conn_open(struct pg_conn *c, struct pg_error *e)
         return -1;
     }
     PQsetNoticeReceiver(c->conn, notice_ignore, NULL);
+    PQsetnonblocking(c->conn, 1); /* sending, too, must not outlast the deadline */
     snprintf(setup, sizeof(setup),
              "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET statement_timeout = %d",
              c->statement_timeout_ms > 0 ? c->statement_timeout_ms : 0);
-    res = PQexec(c->conn, setup);
+    res = PQsendQuery(c->conn, setup) ? wait_result(c, e) : NULL;
+    if (c->conn == NULL)
+        return -1; /* past the deadline: e says so */
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         err_from_result(e, c->conn, res);
         e->kind = PG_KIND_CONNECTION;
@@ -352,7 +468,17 @@ PGresult *pg_execp(struct pg_conn *c, const char *sql, int nparams, const char *
             if (conn_open(c, e) < 0)
                 return NULL;
         }
-        res = PQexecParams(c->conn, sql, nparams, NULL, values, lengths, formats, 0);
+        res = PQsendQueryParams(c->conn, sql, nparams, NULL, values, lengths, formats, 0)
+                  ? wait_result(c, e)
+                  : NULL;
+        if (c->conn == NULL) { /* past the deadline: never retried, it would wait again */
+            if (was_in_tx && !c->tx_lost) {
+                char what[sizeof(e->msg)];
+                snprintf(what, sizeof(what), "%s", e->msg);
+                lose_tx(c, e, what);
+            }
+            return NULL;
+        }
         st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
         if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
             c->in_tx = PQtransactionStatus(c->conn) != PQTRANS_IDLE;

@@ -43,7 +43,8 @@ static void count_hook(lua_State *L, lua_Debug *ar)
     struct vm_budget *b = budget_of(L);
     b->used += HOOK_EVERY;
     if (b->used > b->limit)
-        luaL_error(L, "instruction limit exceeded (%d): the handler was stopped", (int)b->limit);
+        luaL_error(L, "instruction limit exceeded (%I): the handler was stopped",
+                   (lua_Integer)b->limit);
 }
 
 /* Pushes error[key] without metamethods: a handler that raised would lose the error. */
@@ -373,6 +374,11 @@ void vm_budget_arm(lua_State *L)
 {
     budget_of(L)->used = 0;
     lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+}
+
+void vm_budget_limit(lua_State *L, long limit)
+{
+    budget_of(L)->limit = limit;
 }
 
 void vm_budget_disarm(lua_State *L)

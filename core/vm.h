@@ -47,6 +47,10 @@ int vm_traceback(lua_State *L);
 void vm_budget_arm(lua_State *L);
 void vm_budget_disarm(lua_State *L);
 
+/* Sets the budget of the next request on L (the worker's thread, before vm_call): the
+   request's work grows with its body, so http_server gives a large import a larger one. */
+void vm_budget_limit(lua_State *L, long limit);
+
 /*
 ** Pushes app.<name> for a call through vm_call. Returns 0, or -1 when the app has no such
 ** function (nothing pushed).

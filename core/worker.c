@@ -21,10 +21,11 @@ struct worker_pool {
     pthread_t watchdog;
     int watchdog_running;
     pthread_mutex_t lock;
-    pthread_cond_t ready;
-    struct job *head, *tail;
+    pthread_cond_t ready[WORKER_LANES];
+    struct job *head[WORKER_LANES], *tail[WORKER_LANES];
     int stopping;
-    int n;
+    int n;     /* threads started */
+    int total; /* workers: conf->workers general + conf->import_workers heavy */
     struct worker *workers;
     pthread_t *threads;
 };
@@ -109,18 +110,19 @@ static void *run(void *arg)
     struct worker_pool *p = ((struct worker_arg *)arg)->pool;
     struct worker *w = ((struct worker_arg *)arg)->w;
     free(arg);
+    int lane = w->lane;
     for (;;) {
         pthread_mutex_lock(&p->lock);
-        while (!p->head && !p->stopping)
-            pthread_cond_wait(&p->ready, &p->lock);
-        struct job *job = p->head;
+        while (!p->head[lane] && !p->stopping)
+            pthread_cond_wait(&p->ready[lane], &p->lock);
+        struct job *job = p->head[lane];
         if (!job) {                      /* stopping and drained */
             pthread_mutex_unlock(&p->lock);
             return NULL;
         }
-        p->head = job->next;
-        if (!p->head)
-            p->tail = NULL;
+        p->head[lane] = job->next;
+        if (!p->head[lane])
+            p->tail[lane] = NULL;
         pthread_mutex_unlock(&p->lock);
         refresh_vm(p, w);
         job_begin(w);
@@ -138,19 +140,22 @@ struct worker_pool *worker_pool_start(const struct conf *c, char *err, size_t er
         return NULL;
     }
     p->conf = c;
+    p->total = c->workers + c->import_workers;
     pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->ready, NULL);
-    p->workers = calloc((size_t)c->workers, sizeof *p->workers);
-    p->threads = calloc((size_t)c->workers, sizeof *p->threads);
+    for (int l = 0; l < WORKER_LANES; l++)
+        pthread_cond_init(&p->ready[l], NULL);
+    p->workers = calloc((size_t)p->total, sizeof *p->workers);
+    p->threads = calloc((size_t)p->total, sizeof *p->threads);
     if (!p->workers || !p->threads) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    for (int i = 0; i < c->workers; i++)    /* all of them, so a failed start can destroy all */
+    for (int i = 0; i < p->total; i++) /* all of them, so a failed start can destroy all */
         pthread_mutex_init(&p->workers[i].watch_lock, NULL);
-    for (int i = 0; i < c->workers; i++) {
+    for (int i = 0; i < p->total; i++) {
         struct worker *w = &p->workers[i];
         w->id = i;
+        w->lane = i < c->workers ? WORKER_LANE_GENERAL : WORKER_LANE_HEAVY;
         struct scripts *s = reload_current();
         w->L = s ? vm_new(c, s, err, errlen) : NULL;
         w->generation = s ? s->generation : 0;
@@ -164,7 +169,7 @@ struct worker_pool *worker_pool_start(const struct conf *c, char *err, size_t er
         }
         pg_attach(w->L, w->pg);
     }
-    for (int i = 0; i < c->workers; i++) {
+    for (int i = 0; i < p->total; i++) {
         struct worker_arg *a = malloc(sizeof *a);
         if (!a) {
             snprintf(err, errlen, "out of memory");
@@ -192,14 +197,16 @@ fail:
 
 void worker_pool_submit(struct worker_pool *p, struct job *job)
 {
+    int lane = job->lane == WORKER_LANE_HEAVY && p->total > p->conf->workers ? WORKER_LANE_HEAVY
+                                                                             : WORKER_LANE_GENERAL;
     job->next = NULL;
     pthread_mutex_lock(&p->lock);
-    if (p->tail)
-        p->tail->next = job;
+    if (p->tail[lane])
+        p->tail[lane]->next = job;
     else
-        p->head = job;
-    p->tail = job;
-    pthread_cond_signal(&p->ready);
+        p->head[lane] = job;
+    p->tail[lane] = job;
+    pthread_cond_signal(&p->ready[lane]);
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -209,20 +216,22 @@ void worker_pool_stop(struct worker_pool *p)
         return;
     pthread_mutex_lock(&p->lock);
     p->stopping = 1;
-    pthread_cond_broadcast(&p->ready);
+    for (int l = 0; l < WORKER_LANES; l++)
+        pthread_cond_broadcast(&p->ready[l]);
     pthread_mutex_unlock(&p->lock);
     for (int i = 0; i < p->n; i++)
         pthread_join(p->threads[i], NULL);
     if (p->watchdog_running)
         pthread_join(p->watchdog, NULL);
-    for (int i = 0; p->workers && i < p->conf->workers; i++) {
+    for (int i = 0; p->workers && i < p->total; i++) {
         vm_close(p->workers[i].L);
         pthread_mutex_destroy(&p->workers[i].watch_lock);
         if (p->workers[i].pg)
             pg_conn_free(p->workers[i].pg);
     }
     pthread_mutex_destroy(&p->lock);
-    pthread_cond_destroy(&p->ready);
+    for (int l = 0; l < WORKER_LANES; l++)
+        pthread_cond_destroy(&p->ready[l]);
     free(p->workers);
     free(p->threads);
     free(p);

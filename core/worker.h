@@ -1,7 +1,11 @@
 /*
 ** worker: the pool of threads that run Lua. Each worker owns one VM (rebuilt when the
 ** reload generation moves, at a job boundary) and one PostgreSQL connection that outlives
-** its VMs. Jobs are FIFO; a job runs start to finish on one worker.
+** its VMs. Jobs are FIFO per lane; a job runs start to finish on one worker.
+** Two lanes: conf->workers general workers, and conf->import_workers that only run heavy
+** jobs (requests with large bodies: imports), so that at most that many imports run at
+** once and reads never queue behind them. Without import workers, heavy jobs run in the
+** general lane.
 */
 #ifndef SHELFSYNC_WORKER_H
 #define SHELFSYNC_WORKER_H
@@ -12,8 +16,11 @@
 struct conf;
 struct pg_conn;
 
+enum worker_lane { WORKER_LANE_GENERAL, WORKER_LANE_HEAVY, WORKER_LANES };
+
 struct worker {
     int id;
+    enum worker_lane lane;
     lua_State *L;                  /* owned; never NULL while running jobs */
     unsigned long generation;      /* of L */
     struct pg_conn *pg;            /* owned */
@@ -28,6 +35,7 @@ struct worker {
 
 struct job {
     void (*run)(struct worker *w, struct job *job);   /* must not free job while queued */
+    enum worker_lane lane;
     struct job *next;
 };
 

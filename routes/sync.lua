@@ -20,6 +20,8 @@
 -- already reads "expired"). Every other route's `error` is the code, as everywhere.
 -- The import is cors = "public" (any origin, no credentials: the token alone authorises)
 -- and declares body_limit = max_import_bytes (doc/ARCHITECTURE.md, "Route metadata").
+-- Since a refused payload can be replayed, a user with sync_max_failures failed imports
+-- in the last sync_failure_window_s gets 429 (Retry-After) before the body is decoded.
 local db = require("db")
 local json = require("json")
 local errors = require("errors")
@@ -177,11 +179,32 @@ local function failure_of(err, request_id)
   return "the server failed to import this sync (request id " .. tostring(request_id) .. ")"
 end
 
+-- Seconds until the user may try again, or nil. The history already records every failed
+-- attempt, so it is the counter (shared by every instance).
+local function failures_wait(user_id)
+  local window = config.sync_failure_window_s
+  local row = db.one([[
+    SELECT count(*) AS n, extract(epoch FROM min(synced_at) + make_interval(secs => $2) - now())::int AS wait
+    FROM (SELECT synced_at FROM sync_history
+          WHERE user_id = $1 AND NOT success AND synced_at > now() - make_interval(secs => $2)
+          ORDER BY synced_at DESC LIMIT $3) recent]], user_id, window, config.sync_max_failures)
+  if row.n >= config.sync_max_failures then
+    return row.wait > 0 and row.wait or 1
+  end
+end
+
 local function import(ctx)
   local claims, code, message, authentic = check_token(ctx.req)
   if not claims then
     if authentic then sync_import.record_failure(authentic.sub, message) end
     unauthorized(code, message)
+  end
+  local wait = failures_wait(claims.sub)
+  if wait then
+    return 429, errors.body("too_many_failed_imports",
+      format("%d failed imports in the last %d seconds; fix the payload and try again later",
+        config.sync_max_failures, config.sync_failure_window_s), nil, ctx.req.request_id),
+      { ["Retry-After"] = tostring(wait) }
   end
   local ok, res = xpcall(do_import, host.traceback, ctx, claims)
   if ok then return 200, res end

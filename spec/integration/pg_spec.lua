@@ -233,65 +233,10 @@ describe("the embedded cluster (scripts/pg.sh)", function()
   end)
 end)
 
--- ---- a private cluster that the specs may restart and stop ----
-
-local PGBIN = os.getenv("SHELFSYNC_PGBIN")
-  or select(2, h.run("ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1")):match("%S+")
-local IS_ROOT = select(2, h.run("id -u")):match("%d+") == "0"
-
--- PostgreSQL refuses to run as root.
-local function pg_cmd(cmd)
-  return (IS_ROOT and "runuser -u postgres -- " or "") .. cmd
-end
-
-local Cluster = {}
-Cluster.__index = Cluster
-
-local function new_cluster()
-  local dir = "/tmp/shelfsync-pgspec-" .. host.crypto.hex(host.crypto.random(6))
-  assert(h.exec("mkdir -p " .. dir .. (IS_ROOT and (" && chown postgres: " .. dir) or "")))
-  local c = setmetatable({ dir = dir, data = dir .. "/data" }, Cluster)
-  local code, out = h.run(pg_cmd(PGBIN .. "/initdb -D " .. c.data .. " -U shelfsync --auth=trust -E UTF8 --locale=C.UTF-8"))
-  assert(code == 0, out)
-  c:start()
-  c.url = "postgresql://shelfsync@/postgres?host=" .. dir .. "&port=5432"
-  return c
-end
-
-function Cluster:ctl(args)
-  local code, out = h.run(pg_cmd(PGBIN .. "/pg_ctl -D " .. self.data .. " -w -t 60 " .. args))
-  assert(code == 0, out)
-end
-
-function Cluster:start()
-  -- unix socket only, in the private directory: no port to collide on
-  self:ctl("-l " .. self.dir .. "/log -o \"-c listen_addresses='' -c unix_socket_directories='"
-    .. self.dir .. "' -c port=5432\" start")
-end
-
--- -l again: pg_ctl does not remember the log file, and a server writing to our pipe would
--- keep h.run waiting forever.
-function Cluster:restart() self:ctl("-l " .. self.dir .. "/log -m fast restart") end
-function Cluster:stop() self:ctl("-m fast stop") end
-
-function Cluster:destroy()
-  h.run(pg_cmd(PGBIN .. "/pg_ctl -D " .. self.data .. " -m immediate -w stop"))
-  h.exec("rm -rf " .. self.dir)
-end
-
--- Terminates, after `delay` seconds and from another session, the backends running a query
--- that contains marker.
-function Cluster:kill_later(marker, delay)
-  h.exec(string.format(
-    "(sleep %s; %s -X -q %s -c \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-    .. "WHERE query LIKE '%%%s%%' AND pid <> pg_backend_pid()\") >/dev/null 2>&1 &",
-    delay, PGBIN .. "/psql", h.shell_quote(self.url), marker))
-end
-
 describe("host.pg after the connection is lost", function()
   local cluster
 
-  setup(function() cluster = new_cluster() end)
+  setup(function() cluster = h.new_cluster() end)
   teardown(function()
     assert(host.pg.connect(DATABASE_URL))
     if cluster then cluster:destroy() end

@@ -218,13 +218,20 @@ describe("the web app's static files", function()
       "/..%2foutside.txt", "/sub%2f..%2f..%2foutside.txt", "/sub/%2e%2e%2f%2e%2e%2foutside.txt",
       "/out.txt", "/abs.txt", "/up/outside.txt", "/up/web/app.js",
       "/.env", "/sub/../.env", "/%2eenv", "/./app.js",
-      "/index.html%00.png", "/app.js%00", "/%00",
     }
     it("answers 404 to every attempt to leave it, raw or encoded", function()
       for _, path in ipairs(attempts) do
         local status, body = raw_get(srv, path)
         assert.are.same({ 404, false }, { status, body:find(SECRET, 1, true) ~= nil }, path)
         assert.are.equal("not_found", h.host.json.decode(body).error, path)
+      end
+    end)
+
+    it("refuses a %00 anywhere in the path with 400 before any file is looked at", function()
+      for _, path in ipairs({ "/index.html%00.png", "/app.js%00", "/%00" }) do
+        local status, body = raw_get(srv, path)
+        assert.are.same({ 400, false }, { status, body:find(SECRET, 1, true) ~= nil }, path)
+        assert.are.equal("bad_request", h.host.json.decode(body).error, path)
       end
     end)
 

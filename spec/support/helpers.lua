@@ -160,16 +160,22 @@ local function random_port()
   return 20000 + n
 end
 
+-- A loopback port nothing listens on now.
+function _M.free_port()
+  for _ = 1, 50 do
+    local port = random_port()
+    if port_is_free(port) then return port end
+  end
+  error("no free port")
+end
+
 -- opts.env: extra environment; opts.root: another checkout root (for reload specs).
 -- Returns a Server: srv.url, srv.port, srv.pid, srv:stop(), srv:kill(), srv:log().
 function _M.start_server(opts)
   opts = opts or {}
   for _ = 1, 20 do
-    local port = random_port()
-    if port_is_free(port) then
-      local srv = _M.try_start(port, opts)
-      if srv then return srv end
-    end
+    local srv = _M.try_start(_M.free_port(), opts)
+    if srv then return srv end
   end
   error("could not start the server on a free port")
 end
@@ -315,6 +321,118 @@ function _M.run(cmd)
   p:close()
   local code = tonumber(out:match("__exit=(%d+)%s*$"))
   return code, (out:gsub("__exit=%d+%s*$", ""))
+end
+
+-- ---- a private PostgreSQL cluster that a spec may restart, stop or freeze ----
+
+local PGBIN = os.getenv("SHELFSYNC_PGBIN")
+  or select(2, _M.run("ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1")):match("%S+")
+local IS_ROOT = select(2, _M.run("id -u")):match("%d+") == "0"
+
+-- PostgreSQL refuses to run as root.
+local function pg_cmd(cmd)
+  return (IS_ROOT and "runuser -u postgres -- " or "") .. cmd
+end
+
+local Cluster = {}
+Cluster.__index = Cluster
+
+-- initdb + start under /tmp; c.url reaches its "postgres" database, c:url_for(db) another.
+function _M.new_cluster()
+  local dir = "/tmp/shelfsync-pgspec-" .. host.crypto.hex(host.crypto.random(6))
+  assert(_M.exec("mkdir -p " .. dir .. (IS_ROOT and (" && chown postgres: " .. dir) or "")))
+  local c = setmetatable({ dir = dir, data = dir .. "/data" }, Cluster)
+  local code, out = _M.run(pg_cmd(PGBIN .. "/initdb -D " .. c.data .. " -U shelfsync --auth=trust -E UTF8 --locale=C.UTF-8"))
+  assert(code == 0, out)
+  c:start()
+  c.url = c:url_for("postgres")
+  return c
+end
+
+function Cluster:url_for(db)
+  return "postgresql://shelfsync@/" .. db .. "?host=" .. self.dir .. "&port=5432"
+end
+
+function Cluster:ctl(args)
+  local code, out = _M.run(pg_cmd(PGBIN .. "/pg_ctl -D " .. self.data .. " -w -t 60 " .. args))
+  assert(code == 0, out)
+end
+
+function Cluster:start()
+  -- unix socket only, in the private directory: no port to collide on
+  self:ctl("-l " .. self.dir .. "/log -o \"-c listen_addresses='' -c unix_socket_directories='"
+    .. self.dir .. "' -c port=5432\" start")
+end
+
+-- -l again: pg_ctl does not remember the log file, and a server writing to our pipe would
+-- keep h.run waiting forever.
+function Cluster:restart() self:ctl("-l " .. self.dir .. "/log -m fast restart") end
+function Cluster:stop() self:ctl("-m fast stop") end
+
+function Cluster:destroy()
+  self:signal("CONT")
+  _M.run(pg_cmd(PGBIN .. "/pg_ctl -D " .. self.data .. " -m immediate -w stop"))
+  _M.exec("rm -rf " .. self.dir)
+end
+
+-- Sends sig to this cluster's postmaster and every backend it forked, by process id
+-- (STOP freezes the database as a hung host would; CONT thaws it).
+function Cluster:signal(sig)
+  local pid = (_M.read_file(self.data .. "/postmaster.pid") or ""):match("^(%d+)")
+  if not pid then return end
+  _M.exec(string.format("kill -%s %s $(pgrep -P %s) 2>/dev/null", sig, pid, pid))
+end
+
+-- Terminates, after `delay` seconds and from another session, the backends running a query
+-- that contains marker.
+function Cluster:kill_later(marker, delay)
+  _M.exec(string.format(
+    "(sleep %s; %s -X -q %s -c \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    .. "WHERE query LIKE '%%%s%%' AND pid <> pg_backend_pid()\") >/dev/null 2>&1 &",
+    delay, PGBIN .. "/psql", _M.shell_quote(self.url), marker))
+end
+
+-- ---- raw HTTP over one TCP connection (LuaSocket), for what libcurl will not send ----
+
+local socket = require("socket")
+
+-- Writes `bytes` to srv in one go (all of it before reading, as a naive client does), then
+-- reads until the server closes or opts.timeout (default 5) seconds pass.
+-- Returns {text, statuses = {n, ...} (every status line seen), closed = bool, send_error}.
+-- An open TCP connection to srv, from source address `from` (default 127.0.0.1; any
+-- 127.x.y.z works on Linux loopback, so specs can be several clients).
+function _M.raw_connect(srv, from, timeout)
+  local s = assert(socket.tcp())
+  s:settimeout(timeout or 5)
+  if from then assert(s:bind(from, 0)) end
+  assert(s:connect("127.0.0.1", srv.port))
+  return s
+end
+
+-- opts.from: source address; opts.timeout: seconds.
+function _M.raw(srv, bytes, opts)
+  opts = opts or {}
+  local s = _M.raw_connect(srv, opts.from, opts.timeout)
+  local _, send_err = s:send(bytes)
+  local chunks, closed = {}, false
+  while true do
+    local data, err, partial = s:receive(65536)
+    data = data or partial
+    if data and #data > 0 then chunks[#chunks + 1] = data end
+    if err == "closed" then closed = true break end
+    if err then break end
+  end
+  s:close()
+  local text = table.concat(chunks)
+  local res = { text = text, statuses = {}, closed = closed, send_error = send_err }
+  for code in text:gmatch("HTTP/1%.1 (%d%d%d)") do res.statuses[#res.statuses + 1] = tonumber(code) end
+  res.status = res.statuses[1]
+  local body = text:match("\r\n\r\n(.*)$")
+  if body and body:sub(1, 1) == "{" then
+    local ok, v = pcall(host.json.decode, body)
+    if ok then res.json = v end
+  end
+  return res
 end
 
 -- ---- a browser-like client with a cookie jar ----
