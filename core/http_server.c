@@ -88,6 +88,7 @@ struct request {
     int routed;                     /* a Lua route matches: the static files do not answer */
     char *allow_origin;             /* owned: its CORS Access-Control-Allow-Origin, or NULL */
     int started, dispatched, health;
+    int web;                        /* the web app's files may answer, once the body is read */
     struct http_frame_verdict refusal; /* status != 0: the target was refused */
     struct http_frame_verdict pending; /* status != 0: the body is dropped, then this answers */
     size_t drain_cap;                  /* ... unless more than this many body bytes come */
@@ -667,13 +668,21 @@ static enum MHD_Result on_headers(struct request *r, const char *method, const c
             1};
         return refuse_after_body(r, &v, declared, has_body);
     }
-    /* A Lua route comes first: the app pages whose head a route fills (routes/pages.lua). */
-    int web = r->routed ? 0
-                        : web_static_serve(r->srv->web, r->conn, r->method, r->path, &r->status,
-                                           &r->resp_bytes);
+    /* A Lua route comes first: the app pages whose head a route fills (routes/pages.lua). The
+       file itself is answered once the (empty) body has been read: an answer queued with the
+       headers makes libmicrohttpd close the connection, one TCP connection per asset. */
+    r->web = !r->routed;
+    return MHD_YES;
+}
+
+/* The web app's file for r, if it has one: 1 answered, 0 not a file of the app, -1 failed. */
+static int serve_web(struct request *r)
+{
+    r->web = 0;
+    int web = web_static_serve(r->srv->web, r->conn, r->method, r->path, &r->status, &r->resp_bytes);
     if (web)
         snprintf(r->route, sizeof r->route, "(web)");
-    return web < 0 ? MHD_NO : MHD_YES;
+    return web;
 }
 
 /* Stops keeping the body: it is dropped from now on and v answers once it has ended. */
@@ -770,6 +779,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (r->dispatched || r->status)
         return MHD_YES;
+    int web = r->web ? serve_web(r) : 0;
+    if (web)
+        return web < 0 ? MHD_NO : MHD_YES;
     if (r->health)
         return send_health(r);
     if (r->pending.status)

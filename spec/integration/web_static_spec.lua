@@ -104,6 +104,14 @@ describe("the web app's static files", function()
       assert.are.same({ 200, "", "0" }, { empty.status, empty.body, empty.headers["content-length"] })
     end)
 
+    it("keeps the connection open across files, so a page's assets share one", function()
+      -- curl says how many connections each transfer opened: 0 when it reused the last one.
+      local out = sh("curl -s -o /dev/null -o /dev/null -o /dev/null -w '%{http_code}:%{num_connects} ' " ..
+        h.shell_quote(srv.url .. "/") .. " " .. h.shell_quote(srv.url .. "/app.js") .. " " ..
+        h.shell_quote(srv.url .. "/missing.js"))
+      assert.are.equal("200:1 200:0 404:0 ", out)
+    end)
+
     it("follows a symlink that stays inside the root", function()
       local res = get(srv, "/alias.js")
       assert.are.same({ 200, APP_JS }, { res.status, res.body })
