@@ -248,8 +248,11 @@ local function looks_json(head)
   return c == 123 or c == 91     -- { [
 end
 
--- See the header. Raises the errors the route answers (400, 413, 415, 422).
-function _M.run(user_id, body, first, last, opts)
+-- The file read, sourced and validated, without the database: sync_import.prepare_items'
+-- answer (with the skipped-source warning), the importer, the sources the file covers, and
+-- the read and validation times. Raises the errors the route answers (400, 413, 415, 422).
+-- The library-file fuzz target (fuzz/fuzz_import.c) drives this.
+function _M.prepare(body, first, last, opts)
   if last < first then refuse(400, "malformed_file", "the file is empty") end
   local head, err = upload.head(body, first, last, 4096)
   if not head then read_error(err, "malformed") end
@@ -266,9 +269,6 @@ function _M.run(user_id, body, first, last, opts)
   local t1 = clock_ms()
   local prep = sync_import.prepare_items(run.items)
   run.items = nil
-  local covers = {}
-  for s in pairs(run.covers) do covers[#covers + 1] = s end
-  table.sort(covers)
   if run.skipped > 0 then
     local w = prep.warnings      -- (sync_import's warning list: lines, then a count)
     if w.n < w.cap then
@@ -279,10 +279,18 @@ function _M.run(user_id, body, first, last, opts)
       w.extra = w.extra + 1
     end
   end
-  local t2 = clock_ms()
-  local res = sync_import.run(user_id, nil, prep, { covers = run.covers, dry_run = opts.dry_run })
-  res.format, res.covers, res.marketplace, res.invalid = imp.format, covers, opts.marketplace, prep.invalid
-  res.read_ms, res.validate_ms = t1 - t0, t2 - t1
+  return prep, imp, run.covers, t1 - t0, clock_ms() - t1
+end
+
+-- See the header.
+function _M.run(user_id, body, first, last, opts)
+  local prep, imp, covers, read_ms, validate_ms = _M.prepare(body, first, last, opts)
+  local res = sync_import.run(user_id, nil, prep, { covers = covers, dry_run = opts.dry_run })
+  local list = {}
+  for s in pairs(covers) do list[#list + 1] = s end
+  table.sort(list)
+  res.format, res.covers, res.marketplace, res.invalid = imp.format, list, opts.marketplace, prep.invalid
+  res.read_ms, res.validate_ms = read_ms, validate_ms
   return res
 end
 

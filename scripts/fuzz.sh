@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="body jwt route pg_array"]: builds the libFuzzer
+# make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="body jwt route pg_array import"]: builds the libFuzzer
 # targets in fuzz/ with clang (ASan + UBSan) into build-fuzz/ and runs each for
 # FUZZ_SECONDS from its seed corpus (fuzz/corpus/<target>, read only; new inputs go to
 # build-fuzz/corpus/<target>). Prints executions per target; exits 1 on any finding (the
@@ -8,7 +8,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 SECONDS_EACH="${FUZZ_SECONDS:-60}"
-TARGETS="${FUZZ_TARGETS:-body jwt route pg_array}"
+TARGETS="${FUZZ_TARGETS:-body jwt route pg_array import}"
 OUT=build-fuzz
 CC=clang
 if ! command -v "$CC" >/dev/null || ! dpkg-query -W -f='${Status}' libclang-rt-dev 2>/dev/null | grep -q "ok installed"; then
@@ -16,7 +16,8 @@ if ! command -v "$CC" >/dev/null || ! dpkg-query -W -f='${Status}' libclang-rt-d
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends clang libclang-rt-dev >/dev/null || exit 1
 fi
-PKGS="lua5.4 libmicrohttpd libjwt libcurl libpq openssl zlib jansson"
+# The Makefile's package list, so a library the host gains links here too.
+PKGS="$(sed -n 's/^PKGS *:= *//p' Makefile)"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror $SAN $(pkg-config --cflags $PKGS)"
 LIBS="$(pkg-config --libs $PKGS) -llua5.4-cjson -lpthread -lm"
