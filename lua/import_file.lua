@@ -4,6 +4,8 @@
 --     body:sub(first, last) is the file, raw or gzip (sniffed from its bytes);
 --     opts = {source = "auto" | "LIBRARY" | "WISHLIST", marketplace = "us", dry_run = bool}
 --     res = sync_import.run's answer plus format, covers (the sources replaced), marketplace
+--   local prep, imp, covers = import_file.prepare(body, first, last, opts)
+--     the same up to the database: the file read and validated, nothing written
 --
 -- The format is sniffed from the content, never the file name: JSON ("{" or "[" first)
 -- is read item by item by host.upload.json, keeping only the fields some importer reads;
