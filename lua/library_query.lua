@@ -528,6 +528,16 @@ local function facet(values, lim)
 end
 _M.facet = facet
 
+-- The entries every figure counts (GET /api/me, the dashboard, the stats): not removed by
+-- a sync and not hidden by the user (PATCH /api/library/:asin): a hidden entry is one the
+-- user put out of sight, so it leaves the counts as it leaves the library page. Over
+-- user_library AS ul.
+_M.COUNTED = "ul.removed_at IS NULL AND NOT ul.hidden"
+-- Of those, what the user owns: synced from the library or added by hand (MANUAL): the
+-- Library tab's titles, the ones that have progress and listening time. A wishlist title
+-- is neither.
+_M.OWNED = _M.COUNTED .. " AND ul.source IN ('LIBRARY', 'MANUAL')"
+
 -- {"finished","inProgress","notStarted"} over the rows of `from` (which has a progress
 -- column): the dashboard's and the stats' split of the library.
 function _M.progress_counts(from)
