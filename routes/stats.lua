@@ -6,9 +6,8 @@
 --    "seriesCompletion":[{"name","owned","finished"}]        most owned first (10)}
 -- Like the dashboard's figures, everything covers what the user owns (source LIBRARY or
 -- MANUAL; neither removed nor hidden: lq.OWNED): a wishlist title is neither listened to
--- nor added. A title in several
--- categories counts its hours in each (the bars show where the time goes, not a
--- partition). Years are UTC years of dateAdded. Ties go by name (or year) in
+-- nor added. A title in several categories counts its hours in each (the bars show
+-- where the time goes, not a partition). Years are UTC years of dateAdded. Ties go by name (or year) in
 -- library_order. Same ETag / 304 behaviour as the library reads.
 local lq = require("library_query")
 local response = require("response")
