@@ -36,6 +36,18 @@ local null = json.null
 
 -- ---- query parameters ----
 
+-- The three states of listening progress, as SQL over a progress column (@): the
+-- progress=... filter and progress_counts (the dashboard's and the stats' split) share
+-- them, so an entry counted "in progress" is the one the filter shows.
+local PROGRESS = {
+  finished    = "@ >= 100",
+  in_progress = "@ > 0 AND @ < 100",
+  not_started = "@ <= 0",
+}
+local function progress_is(state, column)
+  return "(" .. gsub(PROGRESS[state], "@", column) .. ")"
+end
+
 local NAME = { type = "string", max_len = 200 }
 
 -- source: one of the entry sources, or several joined by commas ("LIBRARY,MANUAL": what
@@ -65,6 +77,7 @@ local FILTER_FIELDS = {
   category = NAME,
   language = { type = "string", max_len = 50 },
   finished = { type = "string", lower = true, enum = { "true", "false" } },
+  progress = { type = "string", lower = true, enum = { "finished", "in_progress", "not_started" } },
 }
 
 -- sort name -> keys, default order. A key is {expr = SQL, cast = its cursor value's type};
@@ -191,6 +204,7 @@ local function filters(b, user_id, p)
   elseif p.finished == false then
     w[#w + 1] = "ul.listening_progress < 100"
   end
+  if p.progress then w[#w + 1] = progress_is(p.progress, "ul.listening_progress") end
   if p.q then
     local q = b:arg(p.q)
     b.q_ref = q
@@ -514,13 +528,23 @@ local function facet(values, lim)
 end
 _M.facet = facet
 
+-- The entries every figure counts (GET /api/me, the dashboard, the stats): not removed by
+-- a sync and not hidden by the user (PATCH /api/library/:asin): a hidden entry is one the
+-- user put out of sight, so it leaves the counts as it leaves the library page. Over
+-- user_library AS ul.
+_M.COUNTED = "ul.removed_at IS NULL AND NOT ul.hidden"
+-- Of those, what the user owns: synced from the library or added by hand (MANUAL): the
+-- Library tab's titles, the ones that have progress and listening time. A wishlist title
+-- is neither.
+_M.OWNED = _M.COUNTED .. " AND ul.source IN ('LIBRARY', 'MANUAL')"
+
 -- {"finished","inProgress","notStarted"} over the rows of `from` (which has a progress
 -- column): the dashboard's and the stats' split of the library.
 function _M.progress_counts(from)
   return [[(SELECT row_to_json(x) FROM (
-       SELECT count(*) FILTER (WHERE progress >= 100) AS finished,
-              count(*) FILTER (WHERE progress > 0 AND progress < 100) AS "inProgress",
-              count(*) FILTER (WHERE progress <= 0) AS "notStarted"
+       SELECT count(*) FILTER (WHERE ]] .. progress_is("finished", "progress") .. [[) AS finished,
+              count(*) FILTER (WHERE ]] .. progress_is("in_progress", "progress") .. [[) AS "inProgress",
+              count(*) FILTER (WHERE ]] .. progress_is("not_started", "progress") .. [[) AS "notStarted"
        FROM ]] .. from .. [[) AS x)]]
 end
 

@@ -5,27 +5,29 @@
 --    "topAuthors":[{"name","count"}], "topNarrators":[...], "topSeries":[...]   (5 each),
 --    "recentSyncs":[{"id","syncedAt","titlesImported","newToCatalog","libraryCount",
 --                    "wishlistCount","warnings","success","errorMessage"}]      (newest 5)}
--- Counts cover both sources; progress, hours and the top lists cover what the user owns
--- (source LIBRARY): a wishlist title is neither started nor part of the listening time.
--- Removed entries count nowhere. Top lists: most titles first, then by name in
--- library_order. Same ETag / 304 behaviour as the library reads.
+-- counts.library is what the user owns (source LIBRARY or MANUAL: the Library tab's
+-- titles), counts.wishlist the wishlist, total both. Progress, hours and the top lists
+-- cover what the user owns: a title added by hand is listened to like a synced one; a
+-- wishlist title is neither started nor part of the listening time. Removed and hidden
+-- entries count nowhere (lq.COUNTED, lq.OWNED). Top lists: most titles first, then by
+-- name in library_order. Same ETag / 304 behaviour as the library reads.
 local lq = require("library_query")
 local response = require("response")
 
 -- lib: the owned entries, materialized once (the five aggregates below read it); the
--- counts by source come from user_library alone (an index-only scan).
+-- counts by source come from user_library alone.
 local DASHBOARD_SQL = [[
   WITH lib AS MATERIALIZED (
     SELECT ul.listening_progress AS progress, c.duration, c.authors, c.narrators, c.series_name
     FROM user_library AS ul JOIN title_catalog AS c ON c.id = ul.title_id
-    WHERE ul.user_id = $1 AND ul.removed_at IS NULL AND ul.source = 'LIBRARY'
+    WHERE ul.user_id = $1 AND ]] .. lq.OWNED .. [[
   )
   SELECT row_to_json(d)::text AS body FROM (SELECT
     (SELECT row_to_json(x) FROM (
-       SELECT count(*) FILTER (WHERE source = 'LIBRARY') AS library,
-              count(*) FILTER (WHERE source = 'WISHLIST') AS wishlist,
+       SELECT count(*) FILTER (WHERE ul.source <> 'WISHLIST') AS library,
+              count(*) FILTER (WHERE ul.source = 'WISHLIST') AS wishlist,
               count(*) AS total
-       FROM user_library WHERE user_id = $1 AND removed_at IS NULL) AS x) AS counts,
+       FROM user_library AS ul WHERE ul.user_id = $1 AND ]] .. lq.COUNTED .. [[) AS x) AS counts,
     ]] .. lq.progress_counts("lib") .. [[ AS progress,
     (SELECT round(COALESCE(sum(duration), 0) / 60.0, 1) FROM lib) AS "listeningHours",
     ]] .. lq.facet("SELECT unnest(authors) AS v FROM lib", 5) .. [[ AS "topAuthors",

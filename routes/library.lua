@@ -35,6 +35,9 @@
 --   author, narrator, category   exact, case-insensitive match on one element of the list
 --   series, language             exact, case-insensitive
 --   finished  true (progress 100) | false (anything less)
+--   progress  finished (100) | in_progress (above 0, below 100) | not_started (0): the
+--             dashboard's and the stats' split (lq.progress_counts), so their counts
+--             match the filtered totals
 --   hidden    false (default: entries shown) | true (only hidden ones) | any
 --   sort      dateAdded (default; newest first) | title | author | releaseDate | rating |
 --             duration | progress | series (name, then position 1, 2, 2.5, 3, 10) |

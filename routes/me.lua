@@ -3,12 +3,14 @@
 --     {"user":{"id","email","name","image","createdAt"},"counts":{"library","wishlist","manual"},
 --      "profile":{"username","visibility"},"marketplace":"us","enrichment":{"pending":n}}
 --   PUT /api/users/me/marketplace {"marketplace":"uk"} -> 200 {"marketplace":"uk"}
--- Counts leave out entries a sync marked removed. profile is the public handle (null until
+-- Counts, by source, leave out entries a sync marked removed and entries the user hid
+-- (lq.COUNTED, as the dashboard and the stats). profile is the public handle (null until
 -- claimed with PUT /api/users/me/username) and the profile's visibility, PRIVATE | PUBLIC.
 -- marketplace is the Audible store whose metadata the user's titles get (the configured
 -- metadata_marketplace until they choose); enrichment.pending counts the user's titles
 -- still waiting for the metadata provider.
 local db = require("db")
+local lq = require("library_query")
 local errors = require("errors")
 local session = require("session")
 local json = require("json")
@@ -25,8 +27,8 @@ local function me(ctx)
            count(*) FILTER (WHERE source = 'WISHLIST') AS wishlist,
            count(*) FILTER (WHERE source = 'MANUAL')   AS manual,
            (SELECT profile_visibility::text FROM users WHERE id = $1) AS visibility
-    FROM user_library
-    WHERE user_id = $1 AND removed_at IS NULL]], ctx.user.id)
+    FROM user_library AS ul
+    WHERE ul.user_id = $1 AND ]] .. lq.COUNTED, ctx.user.id)
   return 200, {
     user = session.user_json(ctx.user),
     counts = { library = count(row.library), wishlist = count(row.wishlist), manual = count(row.manual) },

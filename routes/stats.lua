@@ -4,10 +4,10 @@
 --    "topAuthors":[{"name","count"}], "topNarrators":[...]   most titles first (10 each),
 --    "progress":{"finished","inProgress","notStarted"},
 --    "seriesCompletion":[{"name","owned","finished"}]        most owned first (10)}
--- Like the dashboard's figures, everything covers what the user owns (source LIBRARY,
--- not removed): a wishlist title is neither listened to nor added. A title in several
--- categories counts its hours in each (the bars show where the time goes, not a
--- partition). Years are UTC years of dateAdded. Ties go by name (or year) in
+-- Like the dashboard's figures, everything covers what the user owns (source LIBRARY or
+-- MANUAL; neither removed nor hidden: lq.OWNED): a wishlist title is neither listened to
+-- nor added. A title in several categories counts its hours in each (the bars show
+-- where the time goes, not a partition). Years are UTC years of dateAdded. Ties go by name (or year) in
 -- library_order. Same ETag / 304 behaviour as the library reads.
 local lq = require("library_query")
 local response = require("response")
@@ -22,7 +22,7 @@ local STATS_SQL = [[
     SELECT ul.listening_progress AS progress, ul.date_added, c.duration, c.authors,
            c.narrators, c.series_name, c.categories
     FROM user_library AS ul JOIN title_catalog AS c ON c.id = ul.title_id
-    WHERE ul.user_id = $1 AND ul.removed_at IS NULL AND ul.source = 'LIBRARY'
+    WHERE ul.user_id = $1 AND ]] .. lq.OWNED .. [[
   )
   SELECT row_to_json(d)::text AS body FROM (SELECT
     ]] .. list([[

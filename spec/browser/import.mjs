@@ -102,9 +102,9 @@ try {
     check(!(await page.$('.actions .btn.primary')), 'no Import button');
   });
 
-  for (const theme of ['light', 'dark']) {
-    await step(`/import has no serious accessibility problem (${theme})`, async () => {
-      const p = await newPage(browser, { theme });       // 1440 px, as the journey's axe sweep
+  for (const [width, theme] of [[1440, 'light'], [1440, 'dark'], [390, 'light']]) {
+    await step(`/import has no serious accessibility problem (${width} px, ${theme})`, async () => {
+      const p = await newPage(browser, { width, height: width === 390 ? 844 : 900, theme });
       await p.setCookie(...(await page.cookies()));
       await p.goto(BASE + '/import');
       await p.waitForSelector('#import-file');
@@ -114,7 +114,7 @@ try {
       const problems = await axe(p);
       check(problems.length === 0, problems.join('\n'));
       check(p.problems.length === 0, p.problems.join('\n'));
-      await p.screenshot({ path: join(shotsDir(), `import-preview-1440-${theme}.png`), fullPage: true });
+      await p.screenshot({ path: join(shotsDir(), `import-preview-${width}-${theme}.png`), fullPage: true });
       await p.close();
     });
   }

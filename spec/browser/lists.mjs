@@ -338,7 +338,7 @@ try {
           await p.waitForSelector('main h1');
           await settle(p);
           await p.screenshot({ path: join(SHOTS, `${name}-${w}-${theme}.png`) });
-          if (w === 1440) for (const v of await axe(p)) problems.push(`${theme} ${name}: ${v}`);
+          for (const v of await axe(p)) problems.push(`${w} ${theme} ${name}: ${v}`);
           const wide = await p.evaluate(() => document.documentElement.scrollWidth);
           if (wide > w) overflow.push(`${path} is ${wide} px wide at ${w}: ` + await p.evaluate((w) => [...document.querySelectorAll('body *')]
             .filter((e) => e.getBoundingClientRect().right > w).slice(0, 4).map((e) => e.tagName + '.' + e.className).join(' '), w));

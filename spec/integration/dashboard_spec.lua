@@ -87,6 +87,38 @@ describe("GET /api/dashboard", function()
     assert.are.same(want, res.json.recentSyncs)
   end)
 
+  it("counts titles added by hand as owned and leaves hidden entries out, as /api/me and the Status filter do", function()
+    local dave = h.login(srv, "dave@example.com", "Dave")
+    local mine = fx.generate{ count = 300, seed = 23, asin_prefix = "H5" }
+    fx.insert_manual_and_hidden(pg, dave, mine)
+    local owned, shown = {}, { LIBRARY = 0, MANUAL = 0, WISHLIST = 0 }
+    local minutes, progress = 0, { finished = 0, inProgress = 0, notStarted = 0 }
+    for _, it in ipairs(mine) do
+      if not it.hidden then shown[it.source] = shown[it.source] + 1 end
+      if fx.owned(it) then
+        owned[#owned + 1] = it
+        minutes = minutes + (it.duration or 0)
+        local p = it.listeningProgress
+        local k = p == 100 and "finished" or p > 0 and "inProgress" or "notStarted"
+        progress[k] = progress[k] + 1
+      end
+    end
+    assert.is_true(shown.MANUAL > 0 and shown.WISHLIST > 0 and #owned < #mine, "the fixture mixes sources and hides some")
+    local d = dave:get("/api/dashboard").json
+    assert.are.same({ library = #owned, wishlist = shown.WISHLIST, total = #owned + shown.WISHLIST }, d.counts)
+    assert.are.same(progress, d.progress)
+    local tenths = (minutes * 10 + 30) // 60
+    assert.is_true(math.abs(d.listeningHours - tenths / 10) < 1e-9, d.listeningHours .. " vs " .. tenths / 10)
+    assert.are.same(top(owned, function(it) return it.authors end, 5), d.topAuthors)
+    assert.are.same({ library = shown.LIBRARY, wishlist = shown.WISHLIST, manual = shown.MANUAL },
+      dave:get("/api/me").json.counts)
+    -- The Library tab's Status filter finds as many titles as the dashboard counts.
+    for state, key in pairs{ finished = "finished", in_progress = "inProgress", not_started = "notStarted" } do
+      local res = dave:get("/api/library?limit=1&source=LIBRARY,MANUAL&progress=" .. state)
+      assert.are.equal(progress[key], res.json.total, state)
+    end
+  end)
+
   it("answers zeros and empty lists for an empty library", function()
     local carol = h.login(srv, "carol@example.com", "Carol")
     local res = carol:get("/api/dashboard")

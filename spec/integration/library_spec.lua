@@ -332,6 +332,16 @@ describe("library browsing", function()
         pred = function(it) return it.listeningProgress == 100 end },
       { name = "unfinished", params = { finished = "false" },
         pred = function(it) return it.listeningProgress < 100 end },
+      { name = "progress finished", params = { progress = "finished" },
+        pred = function(it) return it.listeningProgress == 100 end },
+      { name = "progress in_progress (any case)", params = { progress = "In_Progress" },
+        pred = function(it) return it.listeningProgress > 0 and it.listeningProgress < 100 end },
+      { name = "progress not_started", params = { progress = "not_started" },
+        pred = function(it) return it.listeningProgress == 0 end },
+      { name = "progress in_progress, sorted by progress, small pages",
+        params = { progress = "in_progress", sort = "progress", order = "asc", limit = 7 },
+        pred = function(it) return it.listeningProgress > 0 and it.listeningProgress < 100 end,
+        order = { "progress", "asc" } },
       { name = "several at once", params = { narrator = "Kate Reading", source = "LIBRARY", finished = "false" },
         pred = function(it)
           return has_element(it.narrators, "Kate Reading") and it.source == "LIBRARY"
@@ -343,7 +353,11 @@ describe("library browsing", function()
         local want = filter(items, f.pred)
         assert.is_true(#want > 0 and #want < #items, "the filter must select something, not everything")
         local got, totals = walk(alice, f.params)
-        assert.are.same(newest_first(want), got)
+        if f.order then
+          assert.are.same(asins_of(sorted(want, SORT_KEYS[f.order[1]], f.order[2])), got)
+        else
+          assert.are.same(newest_first(want), got)
+        end
         assert.are.equal(#want, totals[1])
       end)
     end
@@ -561,6 +575,7 @@ describe("library browsing", function()
         { "limit=0", "limit" }, { "limit=10000", "limit" }, { "limit=ten", "limit" },
         { "limit=1.5", "limit" }, { "sort=popularity", "sort" }, { "order=sideways", "order" },
         { "source=SHELF", "source" }, { "finished=maybe", "finished" },
+        { "progress=halfway", "progress" }, { "progress=true", "progress" },
         { "sort=relevance", "sort" }, { "q=" .. ("x"):rep(201), "q" },
         { "author=" .. ("x"):rep(201), "author" }, { "colour=red", "colour" },
         { "q=%FF%FE", "q" },

@@ -6,12 +6,13 @@ local fx = require("spec.support.library_fixture")
 
 local top = fx.top_counts
 
--- The owned entries' figures as GET /api/stats states them.
+-- The owned entries' figures as GET /api/stats states them (fx.owned: synced or added by
+-- hand, not hidden).
 local function expected_stats(items)
   local owned, years, hours, series = {}, {}, {}, {}
   local finished, started = 0, 0
   for _, it in ipairs(items) do
-    if it.source == "LIBRARY" then
+    if fx.owned(it) then
       owned[#owned + 1] = it
       local y = tonumber(it.dateAdded:sub(1, 4))
       years[y] = (years[y] or 0) + 1
@@ -93,6 +94,24 @@ describe("web app endpoints", function()
         got[i] = { name = c.name, tenths = math.floor(c.hours * 10 + 0.5), count = c.count }
       end
       assert.are.same(want.hoursByCategory, got)
+    end)
+
+    it("counts titles added by hand and leaves hidden ones out", function()
+      local dave = h.login(srv, "dave@example.com", "Dave")
+      local mine = fx.generate{ count = 300, seed = 33, asin_prefix = "S5" }
+      fx.insert_manual_and_hidden(pg, dave, mine)
+      local res = dave:get("/api/stats")
+      assert.are.equal(200, res.status)
+      local want, s = expected_stats(mine), res.json
+      local years = 0
+      for _, y in ipairs(s.addedPerYear) do years = years + y.count end
+      local owned = 0
+      for _, it in ipairs(mine) do if fx.owned(it) then owned = owned + 1 end end
+      assert.are.equal(owned, years)
+      assert.are.same(want.addedPerYear, s.addedPerYear)
+      assert.are.same(want.progress, s.progress)
+      assert.are.same(want.topAuthors, s.topAuthors)
+      assert.are.same(want.seriesCompletion, s.seriesCompletion)
     end)
 
     it("answers empty pictures for an empty library", function()

@@ -497,6 +497,29 @@ function _M.insert_removed(pg, user_id, items)
     user_id, "{" .. table.concat(asins, ",") .. "}"))
 end
 
+-- Inserts items for a user with every 4th synced title made MANUAL (added by hand) and
+-- every 9th entry (any source) hidden through PATCH /api/library/:asin as `client`;
+-- items are marked to match (source, hidden). The figures must count the MANUAL ones as
+-- owned and leave the hidden ones out.
+function _M.insert_manual_and_hidden(pg, client, items)
+  for i, it in ipairs(items) do
+    if it.source == "LIBRARY" and i % 4 == 0 then it.source = "MANUAL" end
+  end
+  _M.insert(pg, client.user.id, items)
+  for i, it in ipairs(items) do
+    if i % 9 == 0 then
+      local res = client:patch("/api/library/" .. it.asin, { hidden = true })
+      assert(res.status == 200, res.body)
+      it.hidden = true
+    end
+  end
+end
+
+-- Whether an entry counts as owned in the figures (lq.OWNED): not wishlist, not hidden.
+function _M.owned(it)
+  return it.source ~= "WISHLIST" and not it.hidden
+end
+
 -- Encodes items as the "titles" array of a POST /api/sync/import (the wire's camelCase
 -- names; empty arrays left out, as cjson alone would write them as {}).
 function _M.wire(items)

@@ -4,7 +4,7 @@ import { routes } from './routes.js';
 import { match, navigate, useLocation, routable } from './router.js';
 import { onOutage, onUnauthorized, post } from './api.js';
 import { loadMe, forgetMe } from './session.js';
-import { ErrorText, initials } from './ui.js';
+import { Brand, ErrorText, initials } from './ui.js';
 
 const pages = new Map();        // route -> loaded page component
 
@@ -52,7 +52,7 @@ function TopBar({ me, path }) {
   }
   const name = (me.user.name || me.user.email);
   return html`<header class="topbar">
-    <a class="brand" href="/dashboard"><img src="/icon.svg" alt="" width="28" height="28" /><span>shelfsync</span></a>
+    <${Brand} href="/dashboard" />
     <nav aria-label="Main">
       ${routes.filter((r) => r.nav).map((r) => html`<a href=${r.path}
         aria-current=${path === r.path || path.startsWith(r.path + '/') || (r.path === '/lists' && path.startsWith('/tierlists/')) ? 'page' : undefined}>${r.nav}</a>`)}
@@ -73,7 +73,7 @@ function TopBar({ me, path }) {
 // Signed out on a shared page (a list, a profile): the name, and the way to sign in.
 function PublicBar() {
   return html`<header class="topbar">
-    <a class="brand" href="/"><img src="/icon.svg" alt="" width="28" height="28" /><span>shelfsync</span></a>
+    <${Brand} href="/" />
     <span class="grow"></span>
     <a class="btn small" href=${'/?next=' + encodeURIComponent(location.pathname)}>Sign in</a>
   </header>`;

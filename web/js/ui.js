@@ -1,6 +1,12 @@
 // Small shared pieces: error text, covers with their generated placeholder, formatting.
 import { html, useState } from './html.js';
 
+// The name and icon, linking home. Phones hide the name (app.css), so the link carries
+// its own accessible name.
+export function Brand({ href }) {
+  return html`<a class="brand" href=${href} aria-label="shelfsync home"><img src="/icon.svg" alt="" width="28" height="28" /><span>shelfsync</span></a>`;
+}
+
 // The API's message where the action was (role=alert: read out when it appears).
 export function ErrorText({ error, id }) {
   if (!error) return null;

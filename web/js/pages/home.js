@@ -4,7 +4,7 @@ import { html, useState, useEffect } from '../html.js';
 import { get, post } from '../api.js';
 import { navigate } from '../router.js';
 import { loadMe } from '../session.js';
-import { ErrorText, setTitle } from '../ui.js';
+import { Brand, ErrorText, setTitle } from '../ui.js';
 
 function safeNext(query) {
   const next = query.get('next') || '';
@@ -50,7 +50,7 @@ export default function Home({ query, me }) {
     get('/auth/providers').then(setProviders, setError);
   }, []);
   const googleHref = '/auth/google/login?returnTo=' + encodeURIComponent(next);
-  return html`${!me && html`<header class="topbar plain"><a class="brand" href="/"><img src="/icon.svg" alt="" width="28" height="28" /><span>shelfsync</span></a></header>`}
+  return html`${!me && html`<header class="topbar plain"><${Brand} href="/" /></header>`}
   <main id="main" class="page home">
     <section class="hero">
       <h1>Your audiobook shelf, in one place</h1>

@@ -1,7 +1,7 @@
 // /library: the cover grid (or a compact list) of the library or the wishlist, with search,
 // filters, sorts and infinite scroll over the API's keyset cursor. The URL holds the view:
 // its parameters are the API's own (source, q, author, narrator, series, category,
-// language, finished, sort, order) plus view=list, so a view can be bookmarked and Back
+// language, progress, sort, order) plus view=list, so a view can be bookmarked and Back
 // restores it.
 import { html, useState, useEffect, useRef } from '../html.js';
 import { get, query as qs } from '../api.js';
@@ -15,7 +15,11 @@ const FILTERS = [
   ['author', 'Author', 'authors'], ['narrator', 'Narrator', 'narrators'], ['series', 'Series', 'series'],
   ['category', 'Category', 'categories'], ['language', 'Language', 'languages'],
 ];
-const API_KEYS = ['source', 'q', 'author', 'narrator', 'series', 'category', 'language', 'finished', 'sort', 'order'];
+// Status filters: progress (the Status select) and finished, which only older bookmarks carry.
+const STATUS_KEYS = ['progress', 'finished'];
+const FILTER_KEYS = [...FILTERS.map(([k]) => k), ...STATUS_KEYS];
+const API_KEYS = ['source', 'q', ...FILTER_KEYS, 'sort', 'order'];
+const STATUSES = [['finished', 'Finished'], ['in_progress', 'In progress'], ['not_started', 'Not started']];
 const SORTS = [
   ['relevance', 'Best match', 'desc'], ['dateAdded', 'Date added', 'desc'], ['title', 'Title', 'asc'],
   ['author', 'Author', 'asc'], ['series', 'Series order', 'asc'], ['releaseDate', 'Release date', 'desc'],
@@ -77,7 +81,7 @@ function Skeleton({ list }) {
 
 function Filters({ p, facets, set, open }) {
   const value = (k) => p[k] || '';
-  const active = ['author', 'narrator', 'series', 'category', 'language', 'finished'].some((k) => p[k]);
+  const active = FILTER_KEYS.some((k) => p[k]);
   return html`<div class=${'filters' + (open ? ' open' : '')} id="filters">
     ${FILTERS.map(([k, label, fk]) => {
       const list = (facets && facets[fk]) || [];
@@ -90,11 +94,12 @@ function Filters({ p, facets, set, open }) {
         </select></label>`;
     })}
     <label class="filter">Status
-      <select name="finished" value=${value('finished')} onChange=${(e) => set({ finished: e.target.value })}>
-        <option value="">Any</option><option value="true">Finished</option><option value="false">Not finished</option>
+      <select name="progress" value=${value('progress')} onChange=${(e) => set({ progress: e.target.value, finished: '' })}>
+        <option value="">Any</option>
+        ${STATUSES.map(([v, label]) => html`<option value=${v}>${label}</option>`)}
       </select></label>
     ${active && html`<button type="button" class="btn small clear" onClick=${() =>
-      set({ author: '', narrator: '', series: '', category: '', language: '', finished: '' })}>Clear filters</button>`}
+      set(Object.fromEntries(FILTER_KEYS.map((k) => [k, ''])))}>Clear filters</button>`}
   </div>`;
 }
 
@@ -190,7 +195,7 @@ export default function Library({ query, me }) {
   const order = p.order || DEFAULT_ORDER[sort];
   const ready = page.key === key;
   const items = ready ? page.items : [];
-  const filtered = ['q', 'author', 'narrator', 'series', 'category', 'language', 'finished'].some((k) => p[k]);
+  const filtered = ['q', ...FILTER_KEYS].some((k) => p[k]);
 
   return html`<main id="main" class="page library">
     <div class="lib-head">
