@@ -651,7 +651,9 @@ local function import(user_id, jti, prep, opts)
     local ok, res = pcall(db.tx, import_tx, user_id, jti, prep, opts)
     if ok then
       -- After the commit, in its own statement: the sync never waits for the provider.
+      local t = clock_ms()
       res.queued = enrichment.enqueue(user_id, res.title_ids)
+      res.queue_ms = clock_ms() - t
       return res
     end
     if type(res) == "table" and res.dry_run then return res.dry_run end   -- rolled back
