@@ -285,24 +285,41 @@ local function default_region()
   return valid_region(config.metadata_marketplace) or "us"
 end
 
+-- Whether the title c is for the queue: never had provider metadata, or it is older than
+-- metadata_refresh_days ($n), and not queued yet.
+local function due_sql(n)
+  return format("(c.metadata_checked_at IS NULL OR c.metadata_checked_at < now() - " ..
+    "make_interval(days => $%d)) AND NOT EXISTS (SELECT 1 FROM enrich_queue AS q " ..
+    "WHERE q.asin = c.asin)", n)
+end
+
+-- For a sync's catalog read (a title_catalog AS c row already in hand): the SQL of
+-- "this title is for the queue" with its parameter's number n, and that parameter; nil
+-- when no provider is configured. A sync passes to enqueue only the titles it says yes
+-- for (and those it inserted), so a re-sync of titles that are enriched or queued already
+-- makes no queue statement at all.
+function _M.due(n)
+  if not base_url() then return nil end
+  return due_sql(n), config.metadata_refresh_days
+end
+
 -- After a sync committed: queue the titles that never had provider metadata, or whose
 -- metadata is older than metadata_refresh_days. One statement (its own transaction);
--- logs and returns on failure, as the sync has already succeeded.
--- A re-sync sends mostly titles that are queued already: the anti-join leaves them out
--- in one pass (a quarter of the time ON CONFLICT's probe per row took on 10,000 queued
--- titles), and ON CONFLICT still settles a title another sync queued meanwhile.
-function _M.enqueue(user_id, title_ids)
-  if not base_url() or not title_ids or not title_ids[1] then return 0 end
-  local ok, res = pcall(db.query, [[
+-- logs and returns on failure, as the sync has already succeeded. The anti-join leaves
+-- out a title queued already in one pass (a quarter of the time ON CONFLICT's probe per
+-- row took on 10,000 queued titles); ON CONFLICT settles one another sync queued meanwhile.
+local ENQUEUE_SQL = [[
     INSERT INTO enrich_queue (asin, region)
     SELECT c.asin, COALESCE((SELECT u.marketplace FROM users AS u WHERE u.id = $2), $3)
     FROM title_catalog AS c
-    WHERE c.id = ANY($1::uuid[])
-      AND (c.metadata_checked_at IS NULL
-           OR c.metadata_checked_at < now() - make_interval(days => $4))
-      AND NOT EXISTS (SELECT 1 FROM enrich_queue AS q WHERE q.asin = c.asin)
+    WHERE c.id = ANY($1::uuid[]) AND ]] .. due_sql(4) .. [[
+
     ORDER BY c.asin
-    ON CONFLICT (asin) DO NOTHING]], title_ids, user_id, default_region(),
+    ON CONFLICT (asin) DO NOTHING]]
+
+function _M.enqueue(user_id, title_ids)
+  if not base_url() or not title_ids or not title_ids[1] then return 0 end
+  local ok, res = pcall(db.query, ENQUEUE_SQL, title_ids, user_id, default_region(),
     config.metadata_refresh_days)
   if not ok then
     host.log("warn", "enrichment: titles of a sync for user " .. tostring(user_id) ..
