@@ -463,7 +463,7 @@ end
 
 -- Brings the catalog up to date with the items. Returns title_ids (title_ids[k] for
 -- items[k]), the number of new rows and of rewritten rows, and the ids of the titles the
--- enrichment may have to queue (inserted ones, and stored ones enrichment.due says yes for).
+-- enrichment may have to queue (inserted ones, and stored ones whose metadata is due).
 local function catalog(prep)
   local items, mask, count = prep.items, prep.mask, prep.count
   local due, refresh_days = enrichment.due(2)
