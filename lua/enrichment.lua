@@ -7,6 +7,7 @@
 --                                      error, retry_after, ms} of finished fetches
 --   release(asins, delay_ms, owner) -> hands leased titles back, due after delay_ms
 -- Request handlers call:
+--   due(n)                          for a sync's catalog read: SQL of "metadata due" ($n), $n
 --   enqueue(user_id, title_ids)     after a sync committed (its own statement, never raises)
 --   ensure(asin, user_id)           the catalog row of asin, asking the provider now when
 --                                   the catalog lacks it: title id | nil (unknown to both);
