@@ -56,7 +56,7 @@ local enrichment = require("enrichment")
 local config = host.config
 local type, ipairs, tostring, pcall, error, setmetatable = type, ipairs, tostring, pcall, error, setmetatable
 local format, sub, gsub = string.format, string.sub, string.gsub
-local sort, concat = table.sort, table.concat
+local sort, concat, unpack = table.sort, table.concat, table.unpack
 local clock_ms = host.clock_ms
 local floor = math.floor
 local summary, is_array = validate.summary, validate.is_array
@@ -381,8 +381,9 @@ local function catalog_row(it, m)
 end
 
 -- Stored rows are read with only the columns some item carries (the extension sends
--- little besides the title). The SELECT of stored rows, and its form that locks them.
-local function catalog_select(items, mask, count)
+-- little besides the title). The SELECT of stored rows (with extra AS extra, when given),
+-- and its form that locks them.
+local function catalog_select(items, mask, count, extra)
   local carried, ncarried, mask_and = {}, 0, ARRAYS_MASK
   for k = 1, count do
     local it = items[k]
@@ -406,19 +407,22 @@ local function catalog_select(items, mask, count)
   for j = 1, NARRAYS do
     if mask_and & NO_ARRAY[j] == 0 then cols[#cols + 1] = "c." .. ACOLUMN[j] end
   end
-  local sql = "SELECT " .. concat(cols, ", ") .. " FROM title_catalog AS c WHERE c.asin = ANY($1::text[])"
-  return sql, sql .. " ORDER BY c.asin FOR NO KEY UPDATE"
+  local from = " FROM title_catalog AS c WHERE c.asin = ANY($1::text[])"
+  local head = "SELECT " .. concat(cols, ", ")
+  local read = extra and head .. ", (" .. extra .. ") AS extra" or head
+  return read .. from, head .. from .. " ORDER BY c.asin FOR NO KEY UPDATE"
 end
 
 -- Reads the stored rows of items[positions[1..n]] with sql, FETCH_CHUNK at a time, and
--- calls visit(k, stored row or nil) for each position k, in order.
-local function each_stored(sql, items, positions, n, visit)
+-- calls visit(k, stored row or nil) for each position k, in order. ... are sql's
+-- parameters after the ASINs ($1).
+local function each_stored(sql, items, positions, n, visit, ...)
   for first = 1, n, FETCH_CHUNK do
     local last = first + FETCH_CHUNK - 1
     if last > n then last = n end
     local asins = {}
     for i = first, last do asins[i - first + 1] = items[positions[i]].asin end
-    local found = db.query(sql, asins)
+    local found = db.query(sql, asins, ...)
     local by_asin = {}
     for i = 1, #found do by_asin[found[i].asin] = found[i] end
     for i = first, last do
@@ -458,19 +462,24 @@ local function fill(prep, lock_sql, positions, n)
 end
 
 -- Brings the catalog up to date with the items. Returns title_ids (title_ids[k] for
--- items[k]), the number of new rows and of rewritten rows.
+-- items[k]), the number of new rows and of rewritten rows, and the ids of the titles the
+-- enrichment may have to queue (inserted ones, and stored ones whose metadata is due).
 local function catalog(prep)
   local items, mask, count = prep.items, prep.mask, prep.count
-  local sql, lock_sql = catalog_select(items, mask, count)
+  local due, refresh_days = enrichment.due(2)
+  local sql, lock_sql = catalog_select(items, mask, count, due)
+  local params = { n = due and 1 or 0, refresh_days }   -- (no $2 without due)
   local all = {}
   for k = 1, count do all[k] = k end
   local ids = {}
   local new_rows, new_pos, nnew = {}, {}, 0
   local fill_pos, nfill = {}, 0
+  local queue = {}
   each_stored(sql, items, all, count, function(k, ex)
     local it = items[k]
     if ex then
       ids[k] = ex.id
+      if ex.extra == true then queue[#queue + 1] = ex.id end
       if fill_row(it, mask[k], ex) then
         nfill = nfill + 1
         fill_pos[nfill] = k
@@ -479,7 +488,7 @@ local function catalog(prep)
       nnew = nnew + 1
       new_rows[nnew], new_pos[nnew] = catalog_row(it, mask[k]), k
     end
-  end)
+  end, unpack(params, 1, params.n))
 
   -- New ASINs: one statement, in ASIN order. A row another sync inserted meanwhile is not
   -- ours to insert (DO NOTHING) and joins the fills instead.
@@ -492,6 +501,7 @@ local function catalog(prep)
     for i = 1, nnew do
       local r, k = res[i], new_pos[i]
       ids[k] = r.id
+      queue[#queue + 1] = r.id    -- (a raced one too: the enqueue's own WHERE decides)
       if r.inserted then
         new_to_catalog = new_to_catalog + 1
       else
@@ -503,7 +513,7 @@ local function catalog(prep)
     if raced then sort(fill_pos) end    -- positions follow the ASIN order
   end
   local changed = nfill > 0 and fill(prep, lock_sql, fill_pos, nfill) or 0
-  return ids, new_to_catalog, changed
+  return ids, new_to_catalog, changed, due and queue or {}
 end
 
 -- Brings the user's library up to date with the items (title_ids[k] is items[k]'s
@@ -607,7 +617,7 @@ local function import_tx(user_id, jti, prep, opts)
 
   local count = prep.count
   local t0 = clock_ms()
-  local ids, new_to_catalog, changed = catalog(prep)
+  local ids, new_to_catalog, changed, queue = catalog(prep)
   local t1 = clock_ms()
   local before, removed = library(user_id, prep, ids, now, opts.covers or SYNC_COVERS)
   local t2 = clock_ms()
@@ -632,7 +642,7 @@ local function import_tx(user_id, jti, prep, opts)
   local res = {
     sync_id = h.id, imported = count, new_to_catalog = new_to_catalog, changed = changed,
     removed = removed, library = prep.library, wishlist = prep.wishlist, warnings = warnings,
-    catalog_ms = t1 - t0, library_ms = t2 - t1, title_ids = ids,
+    catalog_ms = t1 - t0, library_ms = t2 - t1, queue_ids = queue,
   }
   if opts.dry_run then error({ dry_run = res }, 0) end   -- db.tx rolls back
   return res
@@ -651,7 +661,9 @@ local function import(user_id, jti, prep, opts)
     local ok, res = pcall(db.tx, import_tx, user_id, jti, prep, opts)
     if ok then
       -- After the commit, in its own statement: the sync never waits for the provider.
-      res.queued = enrichment.enqueue(user_id, res.title_ids)
+      local t = clock_ms()
+      res.queued = enrichment.enqueue(user_id, res.queue_ids)
+      res.queue_ms = clock_ms() - t
       return res
     end
     if type(res) == "table" and res.dry_run then return res.dry_run end   -- rolled back

@@ -156,9 +156,9 @@ local function do_import(ctx, claims)
   local r = sync_import.run(claims.sub, claims.jti, prep)
   host.log("info", format("sync import %s: user %s, %d titles (%d new to the catalog, %d " ..
     "rewritten, %d skipped, %d removed from the library); ms: decode %d, validate %d, " ..
-    "catalog %d, library %d, total %d", r.sync_id, claims.sub, r.imported, r.new_to_catalog,
-    r.changed, prep.invalid, r.removed, t1 - t0, t2 - t1, r.catalog_ms, r.library_ms,
-    clock_ms() - t0))
+    "catalog %d, library %d, queue %d, total %d", r.sync_id, claims.sub, r.imported,
+    r.new_to_catalog, r.changed, prep.invalid, r.removed, t1 - t0, t2 - t1, r.catalog_ms,
+    r.library_ms, r.queue_ms or 0, clock_ms() - t0))
   return {
     success = true,
     syncId = r.sync_id,

@@ -2,7 +2,8 @@
 # make bench-sync: end-to-end HTTP syncs of 1,000 and 10,000 generated titles (first sync,
 # unchanged re-sync, 10% changed) against the real server on a throwaway database of the
 # embedded cluster. Prints ms, items/s and the server's peak RSS, then markdown rows for
-# bench/RESULTS.md. BENCH_SIZES / BENCH_RUNS / SHELFSYNC_WORKERS override the defaults.
+# bench/RESULTS.md, with the seed stack's per-title pattern side by side (BENCH_SEED=0 skips
+# it). BENCH_SIZES / BENCH_RUNS / SHELFSYNC_WORKERS override the defaults.
 set -euo pipefail
 source "$(dirname "$0")/bench-lib.sh"
 bench_database "shelfsync_bench_$$"
