@@ -138,8 +138,8 @@ function _M.minutes(v)
   if type(v) == "number" then return v > 0 and v or nil end
   v = text(v)
   if not v then return nil end
-  local plain = tonumber(v)
-  if plain then return plain > 0 and plain or nil end
+  local n = tonumber(v)
+  if n then return n > 0 and n or nil end
   local h = tonumber(match(v, "(%d+)%s*h")) or 0
   local m = tonumber(match(v, "(%d+)%s*m")) or 0
   local total = h * 60 + m
