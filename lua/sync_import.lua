@@ -5,7 +5,8 @@
 --   sync_import.record_failure(user_id, message[, warnings])
 --
 -- prepare(body) checks the envelope ({"titles": [...]}, at most sync_max_titles), validates
--- every item against sync_rules.ITEM (in place: the decoded tables become the rows), skips
+-- every item against sync_rules.ITEM (in place: the decoded tables become the rows; or, for
+-- a JSON body the C decoder read, prepare_columns takes its columns: see below), skips
 -- invalid ones with a warning, keeps one item per ASIN (LIBRARY beats WISHLIST) and sorts
 -- them by ASIN. A payload with no valid title is refused (422 no_valid_titles), so a
 -- broken client can never empty a library. text_checked: the caller checked the JSON text
@@ -20,8 +21,9 @@
 --      title, never overwrite one (refreshing metadata is the enrichment's job, from a
 --      provider). Blank is NULL, an empty name list, or a placeholder (sync_rules
 --      .PLACEHOLDERS, e.g. the extension's "Unknown Title"), which is never written over a
---      value either. The payload's rows are read and compared in Lua, so a title with
---      nothing to fill costs no write and no lock. New ASINs are inserted in one statement
+--      value either. The database says which fields of each stored title are blank (a
+--      bitmask, BLANKS_SQL) and Lua meets it with what each item carries, so a title with
+--      nothing to fill costs no write, no lock and no read of its values. New ASINs are inserted in one statement
 --      in ASIN order (ON CONFLICT DO NOTHING: a row another sync inserted meanwhile joins
 --      the fills). Rows to fill are then locked in ASIN order (two syncs with overlapping
 --      titles never deadlock) and read again, so a value written meanwhile (another sync,
@@ -56,7 +58,7 @@ local enrichment = require("enrichment")
 local config = host.config
 local type, ipairs, tostring, pcall, error, setmetatable = type, ipairs, tostring, pcall, error, setmetatable
 local format, sub, gsub = string.format, string.sub, string.gsub
-local sort, concat, unpack = table.sort, table.concat, table.unpack
+local sort, concat = table.sort, table.concat
 local clock_ms = host.clock_ms
 local floor = math.floor
 local summary, is_array = validate.summary, validate.is_array
@@ -188,53 +190,106 @@ local function envelope(body)
   return titles
 end
 
--- body: the decoded JSON. Returns prep = {items (sorted by ASIN), index (items[k] was
--- titles[index[k]], 0-based), mask (what items[k] does not know, see the bits above),
--- count, received, invalid, warnings, library, wishlist}; raises 422 (validation_failed,
--- no_valid_titles; 413 too_many_titles). The items are the decoded tables, cleaned in place;
--- nothing else is stored in them.
-function _M.prepare(body, text_checked)
-  return _M.prepare_items(envelope(body), text_checked)
+-- ---- prepare: from validated columns to the import's rows ----
+--
+-- A payload reaches prepare_columns as columns over its elements (1-based, payload order):
+--   src = {received = n,
+--          asin, source, listeningProgress, personalRating, dateAdded = columns ([i] = the
+--            cleaned value, nil where absent or the element was refused),
+--          present = column of PRESENT masks (bit j-1: PRESENT_FIELDS[j] carries a value
+--            that is not blank, see `blank`; nil for a refused element),
+--          refused = {[i] = errs}, dropped = {[i] = errs} (validate.lua's problem lists),
+--          sent = function(i) -> the element's asin as sent (for a refused one's warning),
+--          item = function(i) -> the cleaned element (a table with the payload's names)}
+-- Two producers: the C decoder (host.bulk, routes/sync.lua), which never builds a Lua
+-- table per element unless asked, and prepare_items below (Lua tables, file imports).
+
+-- The catalog fields a sync sets, in CATALOG_FIELDS order: the bits of `present`.
+local PRESENT_FIELDS, PRESENT_BIT = {}, {}
+for _, f in ipairs(rules.CATALOG_FIELDS) do
+  if f.rule then
+    PRESENT_FIELDS[#PRESENT_FIELDS + 1] = f.json
+    PRESENT_BIT[f.json] = 1 << (#PRESENT_FIELDS - 1)
+  end
+end
+_M.PRESENT_FIELDS = PRESENT_FIELDS
+
+-- The PRESENT mask of a cleaned item (the Lua producer's; host.bulk computes the same).
+local function present_mask(it)
+  local p = 0
+  for j = 1, NSCALARS do
+    if not blank(it[FIELD[j]]) then p = p | PRESENT_BIT[FIELD[j]] end
+  end
+  for j = 1, NARRAYS do
+    if not blank_list(it[AFIELD[j]]) then p = p | PRESENT_BIT[AFIELD[j]] end
+  end
+  return p
+end
+_M.present_mask = present_mask
+
+-- The array bits of the item mask (NO_ARRAY: the list says nothing) from a PRESENT mask.
+local ARRAY_MASK_OF = {}     -- PRESENT bits of the arrays -> NO_ARRAY bits
+do
+  local function no_arrays(p)
+    local m = 0
+    for j = 1, NARRAYS do
+      if p & PRESENT_BIT[AFIELD[j]] == 0 then m = m | NO_ARRAY[j] end
+    end
+    return m
+  end
+  local arrays_present = 0
+  for j = 1, NARRAYS do arrays_present = arrays_present | PRESENT_BIT[AFIELD[j]] end
+  setmetatable(ARRAY_MASK_OF, { __index = function(t, p)
+    local m = no_arrays(p); t[p] = m; return m
+  end })
+  _M.ARRAYS_PRESENT = arrays_present
+end
+local ARRAYS_PRESENT = _M.ARRAYS_PRESENT
+
+-- One refused element: a warning, and its problems for a 422 (details, at most cap).
+local function refuse_item(w, details, i, sent, errs)
+  warn(w, "titles[%d] (%s): skipped: %s", i - 1, label(sent), summary(errs, 3))
+  local cap = w.cap
+  local prefix = "titles[" .. (i - 1) .. "]"
+  for _, e in ipairs(errs) do
+    if #details >= cap then break end
+    details[#details + 1] = { path = e.path ~= "" and (prefix .. "." .. e.path) or prefix,
+                              message = e.message }
+  end
 end
 
--- The same over a list of items built by other means (lua/import_file.lua's importers):
--- the caller bounds its length.
-function _M.prepare_items(titles, text_checked)
-  local received = #titles
-  local check = text_checked and CHECK_ITEM_TEXT_CHECKED or CHECK_ITEM
+-- src: see above. Returns prep = {count, received, invalid, warnings, library, wishlist,
+-- and per row k (sorted by ASIN, one per ASIN: LIBRARY beats WISHLIST): asin[k], source[k],
+-- progress[k], rating[k], added[k] (nil where the item lacks them), index[k] (the row was
+-- titles[index[k]], 0-based), mask[k] (what it does not know, the bits above), present[k]
+-- (PRESENT mask), and item(k) (the cleaned item, for a row the catalog must write)}.
+-- Raises 422 no_valid_titles.
+function _M.prepare_columns(src)
+  local received = src.received
+  local col_asin, col_source = src.asin, src.source
+  local refused, dropped, present = src.refused, src.dropped, src.present
   local w = new_warnings()
-  local cap = w.cap
-  local seen, asins, count, invalid = {}, {}, 0, 0   -- seen: asin -> position in titles
-  local details, ndetails = {}, 0  -- problems of refused items, for a 422
+  local seen, asins, count, invalid = {}, {}, 0, 0   -- seen: asin -> position in the payload
+  local details = {}  -- problems of refused items, for a 422
   local library, wishlist = 0, 0
   for i = 1, received do
-    local raw = titles[i]
-    local sent_asin = type(raw) == "table" and raw.asin
-    local it, errs = check(raw)
-    if it == nil then
+    local asin = col_asin[i]
+    local errs = refused[i]
+    if errs then
       invalid = invalid + 1
-      warn(w, "titles[%d] (%s): skipped: %s", i - 1, label(sent_asin), summary(errs, 3))
-      if ndetails < cap then
-        local prefix = "titles[" .. (i - 1) .. "]"
-        for _, e in ipairs(errs) do
-          if ndetails >= cap then break end
-          ndetails = ndetails + 1
-          details[ndetails] = { path = e.path ~= "" and (prefix .. "." .. e.path) or prefix,
-                                message = e.message }
-        end
-      end
+      refuse_item(w, details, i, src.sent(i), errs)
     else
-      local asin = it.asin
-      if errs then
-        warn(w, "titles[%d] (%s): ignored invalid %s", i - 1, asin, summary(errs, 3))
+      local dropped_errs = dropped[i]
+      if dropped_errs then
+        warn(w, "titles[%d] (%s): ignored invalid %s", i - 1, asin, summary(dropped_errs, 3))
       end
       local prev = seen[asin]
       if prev == nil then
         count = count + 1
         asins[count] = asin
         seen[asin] = i
-        if it.source == "LIBRARY" then library = library + 1 else wishlist = wishlist + 1 end
-      elseif titles[prev].source == "WISHLIST" and it.source == "LIBRARY" then
+        if col_source[i] == "LIBRARY" then library = library + 1 else wishlist = wishlist + 1 end
+      elseif col_source[prev] == "WISHLIST" and col_source[i] == "LIBRARY" then
         seen[asin] = i
         library, wishlist = library + 1, wishlist - 1
         warn(w, "titles[%d] (%s): duplicate of titles[%d]; kept this LIBRARY entry", i - 1,
@@ -251,26 +306,68 @@ function _M.prepare_items(titles, text_checked)
   end
 
   sort(asins)       -- strings in the default order: no Lua comparator call per step
-  local items, index, mask = {}, {}, {}
+  local col_progress, col_rating, col_added = src.listeningProgress, src.personalRating, src.dateAdded
+  local source, progress, rating, added, index, mask, pmask =
+    {}, {}, {}, {}, {}, {}, {}
   for k = 1, count do
     local i = seen[asins[k]]
-    local it = titles[i]
-    items[k], index[k] = it, i - 1
-    local m = 0
-    for j = 1, NARRAYS do
-      local a = it[AFIELD[j]]
-      -- (blank_list, with the usual cases answered inline: thousands of items)
-      if a == nil or a[1] == nil or (PLACEHOLDER[a[1]] and blank_list(a)) then m = m | NO_ARRAY[j] end
-    end
-    if it.listeningProgress == nil then m = m | NO_PROGRESS end
-    if it.personalRating == nil then m = m | NO_RATING end
-    if it.dateAdded == nil then m = m | NO_DATE end
+    index[k] = i - 1
+    source[k] = col_source[i]
+    local p = present[i]
+    pmask[k] = p
+    local m = ARRAY_MASK_OF[p & ARRAYS_PRESENT]
+    local v = col_progress[i]
+    if v == nil then m = m | NO_PROGRESS else progress[k] = v end
+    v = col_rating[i]
+    if v == nil then m = m | NO_RATING else rating[k] = v end
+    v = col_added[i]
+    if v == nil then m = m | NO_DATE else added[k] = v end
     mask[k] = m
   end
+  local item = src.item
   return {
-    items = items, index = index, mask = mask, count = count, received = received,
-    invalid = invalid, warnings = w, library = library, wishlist = wishlist,
+    asin = asins, source = source, progress = progress, rating = rating, added = added,
+    index = index, mask = mask, present = pmask,
+    item = function(k) return item(index[k] + 1) end,
+    count = count, received = received, invalid = invalid, warnings = w,
+    library = library, wishlist = wishlist,
   }
+end
+
+-- body: the decoded JSON ({"titles": [...]}). Raises 422 (validation_failed,
+-- no_valid_titles) and 413 (too_many_titles); returns prepare_columns' prep.
+function _M.prepare(body, text_checked)
+  return _M.prepare_items(envelope(body), text_checked)
+end
+
+-- The same over a list of decoded items (validated here with the Lua checker, in place):
+-- the JSON body (prepare above) and lua/import_file.lua's importers; the caller bounds
+-- its length.
+function _M.prepare_items(titles, text_checked)
+  local received = #titles
+  local check = text_checked and CHECK_ITEM_TEXT_CHECKED or CHECK_ITEM
+  local asin, source, progress, rating, added, present = {}, {}, {}, {}, {}, {}
+  local refused, dropped, sent = {}, {}, {}
+  for i = 1, received do
+    local raw = titles[i]
+    sent[i] = type(raw) == "table" and raw.asin or nil
+    local it, errs = check(raw)
+    if it == nil then
+      refused[i] = errs
+    else
+      if errs then dropped[i] = errs end
+      titles[i] = it
+      asin[i], source[i] = it.asin, it.source
+      progress[i], rating[i], added[i] = it.listeningProgress, it.personalRating, it.dateAdded
+      present[i] = present_mask(it)
+    end
+  end
+  return _M.prepare_columns({
+    received = received, asin = asin, source = source, listeningProgress = progress,
+    personalRating = rating, dateAdded = added, present = present, refused = refused,
+    dropped = dropped, sent = function(i) return sent[i] end,
+    item = function(i) return titles[i] end,
+  })
 end
 
 -- ---- the transaction ----
@@ -380,71 +477,85 @@ local function catalog_row(it, m)
   return set_arrays(row, it, m)
 end
 
--- Stored rows are read with only the columns some item carries (the extension sends
--- little besides the title). The SELECT of stored rows (with extra AS extra, when given),
--- and its form that locks them.
-local function catalog_select(items, mask, count, extra)
-  local carried, ncarried, mask_and = {}, 0, ARRAYS_MASK
-  for k = 1, count do
-    local it = items[k]
-    if ncarried < NSCALARS then
-      for i = 1, NSCALARS do
-        if not carried[i] and it[FIELD[i]] ~= nil then
-          carried[i] = true
-          ncarried = ncarried + 1
-        end
+-- The compare happens in the database: the catalog read returns, per stored title, only
+-- its id and which of the fields a sync sets are blank there (a PRESENT mask: NULL, an
+-- empty name list, or a placeholder; $2 is PLACEHOLDERS). A title has something to fill
+-- when the item's PRESENT mask meets it, so an unchanged re-sync reads no catalog values
+-- into Lua at all. Dates and numbers never hold a placeholder; the text cast is harmless.
+local BLANKS_SQL
+do
+  local terms = {}
+  for _, f in ipairs(rules.CATALOG_FIELDS) do
+    if f.rule then
+      local c = "c." .. f.column
+      local test
+      if f.array then
+        test = c .. " <@ $2::text[]"
+      elseif f.rule.type == "string" then
+        test = c .. " IS NULL OR " .. c .. "::text = ANY($2::text[])"
+      else
+        test = c .. " IS NULL"
       end
+      -- (<< and | share one precedence in SQL: every term in its own parentheses)
+      terms[#terms + 1] = format("((%s)::int << %d)", test, #terms)
     end
-    mask_and = mask_and & mask[k]
-    if mask_and == 0 and ncarried == NSCALARS then break end
   end
-  -- (= ANY of the array: an index scan per ASIN whatever the catalog's size or statistics)
-  local cols = { "c.asin", "c.id" }
-  for i = 1, NSCALARS do
-    if carried[i] then cols[#cols + 1] = "c." .. COLUMN[i] end
-  end
-  -- an array column is read when some item knows it (its mask bit is clear)
-  for j = 1, NARRAYS do
-    if mask_and & NO_ARRAY[j] == 0 then cols[#cols + 1] = "c." .. ACOLUMN[j] end
-  end
-  local from = " FROM title_catalog AS c WHERE c.asin = ANY($1::text[])"
-  local head = "SELECT " .. concat(cols, ", ")
-  local read = extra and head .. ", (" .. extra .. ") AS extra" or head
-  return read .. from, head .. from .. " ORDER BY c.asin FOR NO KEY UPDATE"
+  BLANKS_SQL = concat(terms, "\n         | ")
 end
 
--- Reads the stored rows of items[positions[1..n]] with sql, FETCH_CHUNK at a time, and
--- calls visit(k, stored row or nil) for each position k, in order. ... are sql's
--- parameters after the ASINs ($1).
-local function each_stored(sql, items, positions, n, visit, ...)
-  for first = 1, n, FETCH_CHUNK do
-    local last = first + FETCH_CHUNK - 1
-    if last > n then last = n end
-    local asins = {}
-    for i = first, last do asins[i - first + 1] = items[positions[i]].asin end
-    local found = db.query(sql, asins, ...)
-    local by_asin = {}
-    for i = 1, #found do by_asin[found[i].asin] = found[i] end
-    for i = first, last do
-      local k = positions[i]
-      visit(k, by_asin[items[k].asin])
-    end
-  end
+-- (= ANY of the array: an index scan per ASIN whatever the catalog's size or statistics)
+local READ_SQL = "SELECT c.asin, c.id, (" .. BLANKS_SQL .. ") AS blanks" ..
+  " FROM title_catalog AS c WHERE c.asin = ANY($1::text[])"
+local function read_sql_due(due)
+  return "SELECT c.asin, c.id, (" .. BLANKS_SQL .. ") AS blanks, (" .. due .. ") AS due" ..
+    " FROM title_catalog AS c WHERE c.asin = ANY($1::text[])"
+end
+
+-- The rows to fill, locked in ASIN order and read again with every field a sync sets.
+local LOCK_SQL
+do
+  local cols = { "c.asin", "c.id" }
+  for i = 1, NSCALARS do cols[#cols + 1] = "c." .. COLUMN[i] end
+  for j = 1, NARRAYS do cols[#cols + 1] = "c." .. ACOLUMN[j] end
+  LOCK_SQL = "SELECT " .. concat(cols, ", ") ..
+    " FROM title_catalog AS c WHERE c.asin = ANY($1::text[]) ORDER BY c.asin FOR NO KEY UPDATE"
+end
+
+local PLACEHOLDER_LIST = setmetatable({}, array_mt)
+for i, v in ipairs(rules.PLACEHOLDERS) do PLACEHOLDER_LIST[i] = v end
+
+-- asins[first..last] as a list of their own (the whole list when it is all of it).
+local function slice(asins, first, last)
+  if first == 1 and last == #asins then return asins end
+  local part = {}
+  for i = first, last do part[i - first + 1] = asins[i] end
+  return part
 end
 
 -- Fills the blanks of the stored rows at positions (sorted: ASIN order) from their
--- items, with the rows locked and read again. Returns the number of rows rewritten.
-local function fill(prep, lock_sql, positions, n)
-  local items, mask = prep.items, prep.mask
+-- items, with the rows locked and read again, FETCH_CHUNK at a time (the Lua heap then
+-- holds one chunk of stored rows). Returns the number of rows rewritten.
+local function fill(prep, positions, n)
+  local mask, asins = prep.mask, prep.asin
   local groups = {}
-  each_stored(lock_sql, items, positions, n, function(k, locked)
-    local row, um = fill_row(items[k], mask[k], locked)
-    if row then
-      local g = groups[um]
-      if not g then g = {}; groups[um] = g end
-      g[#g + 1] = row
+  for first = 1, n, FETCH_CHUNK do
+    local last = first + FETCH_CHUNK - 1
+    if last > n then last = n end
+    local part = {}
+    for i = first, last do part[i - first + 1] = asins[positions[i]] end
+    local locked = db.query(LOCK_SQL, part)
+    local by_asin = {}
+    for i = 1, #locked do by_asin[locked[i].asin] = locked[i] end
+    for i = first, last do
+      local k = positions[i]
+      local row, um = fill_row(prep.item(k), mask[k], by_asin[asins[k]])
+      if row then
+        local g = groups[um]
+        if not g then g = {}; groups[um] = g end
+        g[#g + 1] = row
+      end
     end
-  end)
+  end
   local changed = 0
   for um = 0, ARRAYS_MASK do
     local g = groups[um]
@@ -461,39 +572,55 @@ local function fill(prep, lock_sql, positions, n)
   return changed
 end
 
+-- A sync reads the catalog in statements of READ_CHUNK ASINs (a few bytes a row).
+local READ_CHUNK = 10000
+
 -- Brings the catalog up to date with the items. Returns title_ids (title_ids[k] for
--- items[k]), the number of new rows and of rewritten rows, and the ids of the titles the
+-- row k), the number of new rows and of rewritten rows, and the ids of the titles the
 -- enrichment may have to queue (inserted ones, and stored ones whose metadata is due).
 local function catalog(prep)
-  local items, mask, count = prep.items, prep.mask, prep.count
-  local due, refresh_days = enrichment.due(2)
-  local sql, lock_sql = catalog_select(items, mask, count, due)
-  local params = { n = due and 1 or 0, refresh_days }   -- (no $2 without due)
-  local all = {}
-  for k = 1, count do all[k] = k end
-  local ids = {}
-  local new_rows, new_pos, nnew = {}, {}, 0
+  local asins, present, mask, count = prep.asin, prep.present, prep.mask, prep.count
+  local due, refresh_days = enrichment.due(3)
+  local ids, queue = {}, {}
+  local new_pos, nnew = {}, 0
   local fill_pos, nfill = {}, 0
-  local queue = {}
-  each_stored(sql, items, all, count, function(k, ex)
-    local it = items[k]
-    if ex then
-      ids[k] = ex.id
-      if ex.extra == true then queue[#queue + 1] = ex.id end
-      if fill_row(it, mask[k], ex) then
-        nfill = nfill + 1
-        fill_pos[nfill] = k
-      end
+  for first = 1, count, READ_CHUNK do
+    local last = first + READ_CHUNK - 1
+    if last > count then last = count end
+    local part = slice(asins, first, last)
+    local found
+    if due then
+      found = db.query(read_sql_due(due), part, PLACEHOLDER_LIST, refresh_days)
     else
-      nnew = nnew + 1
-      new_rows[nnew], new_pos[nnew] = catalog_row(it, mask[k]), k
+      found = db.query(READ_SQL, part, PLACEHOLDER_LIST)
     end
-  end, unpack(params, 1, params.n))
+    local by_asin = {}
+    for i = 1, #found do by_asin[found[i].asin] = found[i] end
+    for k = first, last do
+      local ex = by_asin[asins[k]]
+      if ex then
+        ids[k] = ex.id
+        if ex.due == true then queue[#queue + 1] = ex.id end
+        if present[k] & ex.blanks ~= 0 then
+          nfill = nfill + 1
+          fill_pos[nfill] = k
+        end
+      else
+        nnew = nnew + 1
+        new_pos[nnew] = k
+      end
+    end
+  end
 
   -- New ASINs: one statement, in ASIN order. A row another sync inserted meanwhile is not
   -- ours to insert (DO NOTHING) and joins the fills instead.
   local new_to_catalog = 0
   if nnew > 0 then
+    local new_rows, item = {}, prep.item
+    for i = 1, nnew do
+      local k = new_pos[i]
+      new_rows[i] = catalog_row(item(k), mask[k])
+    end
     local res = upsert_chunked({ table = "title_catalog", key = { "asin" },
                                  columns = CATALOG_COLUMNS, update = NOTHING,
                                  returning = ID_ONLY }, new_rows, nnew)
@@ -512,14 +639,15 @@ local function catalog(prep)
     end
     if raced then sort(fill_pos) end    -- positions follow the ASIN order
   end
-  local changed = nfill > 0 and fill(prep, lock_sql, fill_pos, nfill) or 0
+  local changed = nfill > 0 and fill(prep, fill_pos, nfill) or 0
   return ids, new_to_catalog, changed, due and queue or {}
 end
 
 -- Brings the user's library up to date with the items (title_ids[k] is items[k]'s
 -- title). Returns the number of entries active before, and the number removed now.
 local function library(user_id, prep, title_ids, now, covers)
-  local items, mask, count = prep.items, prep.mask, prep.count
+  local mask, count = prep.mask, prep.count
+  local sources, progresses, ratings, addeds = prep.source, prep.progress, prep.rating, prep.added
   local stored = db.query([[
     SELECT id, title_id, source, listening_progress, personal_rating, date_added,
            removed_at IS NOT NULL AS removed
@@ -533,14 +661,14 @@ local function library(user_id, prep, title_ids, now, covers)
 
   local rows, nrows, present = {}, 0, {}
   for k = 1, count do
-    local it = items[k]
+    local source = sources[k]
     local tid = title_ids[k]
     local s = by_title[tid]
     present[tid] = true
-    if s and not s.removed and not covers[s.source] and it.source ~= "LIBRARY" then
+    if s and not s.removed and not covers[s.source] and source ~= "LIBRARY" then
       goto continue   -- an entry of a source this import does not cover: only a purchase moves it
     end
-    local progress, rating, added = it.listeningProgress, it.personalRating, it.dateAdded
+    local progress, rating, added = progresses[k], ratings[k], addeds[k]
     local m = mask[k]
     if m >= NO_PROGRESS then      -- a personal field is missing: keep the stored one
       if m & NO_PROGRESS ~= 0 then progress = s and s.listening_progress or 0 end
@@ -550,7 +678,6 @@ local function library(user_id, prep, title_ids, now, covers)
     if rating == nil then rating = null end
     -- A known entry's date never moves later (canonical UTC strings order as instants).
     if s and s.date_added ~= null and added > s.date_added then added = s.date_added end
-    local source = it.source
     if not s or s.removed or s.source ~= source or s.listening_progress ~= progress
         or s.personal_rating ~= rating or s.date_added ~= added then
       nrows = nrows + 1

@@ -23,15 +23,19 @@ describe("sync_import.prepare", function()
       { asin = "B000000002", title = "b", source = "WISHLIST", listeningProgress = 10,
         personalRating = 0, dateAdded = "2024-01-01" },
     } })
-    local asins, titles = {}, {}
-    for k, it in ipairs(prep.items) do asins[k], titles[k] = it.asin, it.title end
-    assert.same({ "B000000001", "B000000002", "B000000003" }, asins)
+    local titles = {}
+    for k = 1, prep.count do titles[k] = prep.item(k).title end
+    assert.same({ "B000000001", "B000000002", "B000000003" }, prep.asin)
     assert.same({ "a", "b", "c2" }, titles)
     assert.same({ 1, 3, 2 }, prep.index)
     assert.same({ 3, 2, 1 }, { prep.count, prep.library, prep.wishlist })
     -- mask bits: 1 authors, 2 narrators, 4 categories unknown; 8 progress, 16 rating, 32 date absent
     assert.same({ 2 + 4 + 8 + 16 + 32, 1 + 2 + 4, 1 + 2 + 4 + 8 + 16 + 32 }, prep.mask)
-    assert.same(null, prep.items[2].personalRating)
+    assert.same(null, prep.item(2).personalRating)
+    assert.same(null, prep.rating[2])
+    assert.same({ "LIBRARY", "WISHLIST", "LIBRARY" }, prep.source)
+    -- present bits (sync_import.PRESENT_FIELDS): title 1, authors 4
+    assert.same({ 1 + 4, 1, 1 }, prep.present)
     assert.same({ "titles[2] (B000000003): duplicate of titles[0]; kept this LIBRARY entry" },
       prep.warnings.list)
   end)
