@@ -576,7 +576,7 @@ end
 local READ_CHUNK = 10000
 
 -- Brings the catalog up to date with the items. Returns title_ids (title_ids[k] for
--- row k), the number of new rows and of rewritten rows, and the ids of the titles the
+-- row k), the number of new rows and of rewritten rows, and the ASINs of the titles the
 -- enrichment may have to queue (inserted ones, and stored ones whose metadata is due).
 local function catalog(prep)
   local asins, present, mask, count = prep.asin, prep.present, prep.mask, prep.count
@@ -600,7 +600,7 @@ local function catalog(prep)
       local ex = by_asin[asins[k]]
       if ex then
         ids[k] = ex.id
-        if ex.due == true then queue[#queue + 1] = ex.id end
+        if ex.due == true then queue[#queue + 1] = ex.asin end
         if present[k] & ex.blanks ~= 0 then
           nfill = nfill + 1
           fill_pos[nfill] = k
@@ -628,7 +628,7 @@ local function catalog(prep)
     for i = 1, nnew do
       local r, k = res[i], new_pos[i]
       ids[k] = r.id
-      queue[#queue + 1] = r.id    -- (a raced one too: the enqueue's own WHERE decides)
+      queue[#queue + 1] = asins[k]   -- (a raced one too: new, so never enriched yet)
       if r.inserted then
         new_to_catalog = new_to_catalog + 1
       else
@@ -769,7 +769,7 @@ local function import_tx(user_id, jti, prep, opts)
   local res = {
     sync_id = h.id, imported = count, new_to_catalog = new_to_catalog, changed = changed,
     removed = removed, library = prep.library, wishlist = prep.wishlist, warnings = warnings,
-    catalog_ms = t1 - t0, library_ms = t2 - t1, queue_ids = queue,
+    catalog_ms = t1 - t0, library_ms = t2 - t1, queue_asins = queue,
   }
   if opts.dry_run then error({ dry_run = res }, 0) end   -- db.tx rolls back
   return res
@@ -789,7 +789,7 @@ local function import(user_id, jti, prep, opts)
     if ok then
       -- After the commit, in its own statement: the sync never waits for the provider.
       local t = clock_ms()
-      res.queued = enrichment.enqueue(user_id, res.queue_ids)
+      res.queued = enrichment.enqueue(user_id, res.queue_asins)
       res.queue_ms = clock_ms() - t
       return res
     end
