@@ -100,6 +100,7 @@ void host_push(lua_State *L, const char *config_json)
     set_binding(L, "enrichment", enrich_luaopen);
     set_binding(L, "upload", upload_luaopen);
     set_binding(L, "text", text_luaopen);
+    set_binding(L, "bulk", bulk_luaopen);
     luaL_getmetatable(L, VM_ARRAY_MT);
     lua_setfield(L, -2, "array_mt");
 

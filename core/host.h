@@ -15,6 +15,7 @@ int gzip_luaopen(lua_State *L);    /* host.gzip   (gzip.c)   */
 int enrich_luaopen(lua_State *L);  /* host.enrichment (enrich.c) */
 int upload_luaopen(lua_State *L);  /* host.upload (upload.c) */
 int text_luaopen(lua_State *L);    /* host.text   (text.c)   */
+int bulk_luaopen(lua_State *L);    /* host.bulk   (bulk.c)   */
 
 /*
 ** Pushes a new `host` table: every binding above, plus host.config (decoded from
