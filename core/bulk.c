@@ -13,7 +13,8 @@
 **       caller decodes with cjson again for today's exact answer), "envelope" (message: the
 **       problem, "must be an object" | "is required" | "must be an array"), "too_many"
 **       (message: the element count).
-**   b:received(), b:column(name), b:present(), b:refused(), b:dropped(), b:item(i)
+**       opts.sent: a field kept as sent for refused elements (b:sent(i), for warnings).
+**   b:received(), b:column(name), b:present(), b:refused(), b:dropped(), b:item(i), b:sent(i)
 **
 ** Semantics are validate.checker(rule)'s on what lua-cjson decodes (lua/validate.lua is the
 ** reference; spec/unit/bulk_spec.lua compares the two on hostile payloads). What lua-cjson
@@ -183,6 +184,7 @@ struct spec {
     char **blank;
     size_t *blank_lens;
     int nchecks;
+    int sent; /* opts.sent: a field index, or -1 */
 };
 
 static void rule_free(struct rule *r)
@@ -650,6 +652,13 @@ static int compile_opts(struct compiler *c, int idx)
         }
     }
     lua_pop(L, 1);
+    if (lua_getfield(L, idx, "sent") != LUA_TNIL) {
+        size_t len;
+        const char *name = luaL_checklstring(L, -1, &len);
+        if ((s->sent = field_index(s, name, len)) < 0)
+            return luaL_error(L, "bulk.compile: opts.sent names %s, not a field of the rule", name);
+    }
+    lua_pop(L, 1);
     if (lua_getfield(L, idx, "blank") == LUA_TTABLE) {
         int n = (int)luaL_len(L, -1);
         s->blank = calloc((size_t)n + 1, sizeof *s->blank);
@@ -674,6 +683,7 @@ static int l_compile(lua_State *L)
     lua_settop(L, 2);
     struct spec *s = lua_newuserdatauv(L, sizeof *s, 1);
     memset(s, 0, sizeof *s);
+    s->sent = -1;
     luaL_setmetatable(L, SPEC_MT);
     lua_newtable(L); /* the check functions, by index */
     struct compiler c = {L, s, lua_gettop(L), ""};
@@ -736,6 +746,8 @@ enum root_state { ROOT_NONE, ROOT_OBJECT, ROOT_EMPTY_ARRAY, ROOT_OTHER };
 #define S_DROPPED 7
 #define S_CHECKS 8
 #define S_EXTRAS 9
+#define S_SENT 10
+#define S_ERROR 11
 
 struct bulk {
     const struct spec *spec;
@@ -1440,7 +1452,7 @@ static int call_check(struct bulk *b, const struct rule *r, const char *field, l
     push_val(b, out, 0);
     if (lua_pcall(L, 1, 2, 0) != LUA_OK) {
         b->check_failed = 1;
-        lua_replace(L, S_EXTRAS + 1); /* decode() raises it once yajl is out of the way */
+        lua_replace(L, S_ERROR); /* decode() raises it once yajl is out of the way */
         return 0;
     }
     int t = lua_type(L, -2);
@@ -1606,6 +1618,23 @@ static lua_Integer present_mask(const struct bulk *b, const struct val *row)
 
 enum elem { E_OBJECT, E_NULL, E_NOT_OBJECT };
 
+/* A refused element's opts.sent field as it was sent (a scalar), for the caller's warning. */
+static void keep_sent(struct bulk *b, const struct val *raw, size_t i)
+{
+    lua_State *L = b->L;
+    if (raw->t == V_STR)
+        lua_pushlstring(L, str_of(b, raw), raw->len);
+    else if (raw->t == V_FLT)
+        lua_pushnumber(L, raw->u.d);
+    else if (raw->t == V_BOOL)
+        lua_pushboolean(L, raw->u.b);
+    else if (raw->t == V_NULL)
+        lua_pushlightuserdata(L, NULL);
+    else
+        return;
+    lua_rawseti(L, S_SENT, (lua_Integer)i);
+}
+
 static void begin_element(struct bulk *b)
 {
     memset(b->raw, 0, (size_t)b->spec->nfields * sizeof *b->raw);
@@ -1674,6 +1703,8 @@ static int finish_element(struct bulk *b, int kind)
         if (!b->has_errs)
             lua_newtable(L);
         lua_rawseti(L, S_REFUSED, (lua_Integer)i);
+        if (kind == E_OBJECT && s->sent >= 0)
+            keep_sent(b, &b->raw[s->sent], i);
     } else {
         b->present[i - 1] = present_mask(b, row);
         if (b->has_errs)
@@ -1698,6 +1729,8 @@ static void reset_results(struct bulk *b)
     lua_replace(L, S_DROPPED);
     lua_newtable(L);
     lua_replace(L, S_EXTRAS);
+    lua_newtable(L);
+    lua_replace(L, S_SENT);
 }
 
 enum vk { VK_SCALAR, VK_MAP, VK_ARRAY };
@@ -1939,14 +1972,15 @@ static int l_decode(lua_State *L)
     const char *key = luaL_checklstring(L, 3, &klen);
     lua_Integer max = luaL_optinteger(L, 4, -1);
     lua_settop(L, 4);
-    struct bulk *b = lua_newuserdatauv(L, sizeof *b, 5);
+    struct bulk *b = lua_newuserdatauv(L, sizeof *b, 6);
     memset(b, 0, sizeof *b);
     luaL_setmetatable(L, BULK_MT);
     lua_newtable(L);            /* S_REFUSED */
     lua_newtable(L);            /* S_DROPPED */
     lua_getiuservalue(L, 1, 1); /* S_CHECKS */
     lua_newtable(L);            /* S_EXTRAS */
-    lua_pushnil(L);             /* a check's error */
+    lua_newtable(L);            /* S_SENT */
+    lua_pushnil(L);             /* S_ERROR: a check's error */
     b->spec = s, b->L = L, b->text = text, b->text_len = len, b->key = key, b->key_len = klen;
     b->max_items = max < 0 ? -1 : max;
     b->pending_field = -1;
@@ -1963,7 +1997,7 @@ static int l_decode(lua_State *L)
         st = yajl_complete_parse(b->h);
     if (b->check_failed) {
         bulk_free(b);
-        lua_pushvalue(L, S_EXTRAS + 1);
+        lua_pushvalue(L, S_ERROR);
         return lua_error(L);
     }
     if (st != yajl_status_ok) {
@@ -2010,6 +2044,8 @@ static int l_decode(lua_State *L)
     lua_setiuservalue(L, S_BULK, 4);
     lua_pushvalue(L, S_EXTRAS);
     lua_setiuservalue(L, S_BULK, 5);
+    lua_pushvalue(L, S_SENT);
+    lua_setiuservalue(L, S_BULK, 6);
     lua_settop(L, S_BULK);
     return 1;
 }
@@ -2081,6 +2117,17 @@ static int l_dropped(lua_State *L)
     return 1;
 }
 
+/* b:sent(i) -> refused element i's opts.sent field as sent (a string, number, boolean or
+** JSON null; nil when absent or an array or object) */
+static int l_sent(lua_State *L)
+{
+    check_bulk(L);
+    lua_Integer i = luaL_checkinteger(L, 2);
+    lua_getiuservalue(L, 1, 6);
+    lua_rawgeti(L, -1, i);
+    return 1;
+}
+
 /* b:item(i) -> a new table: element i's rule fields as validate.lua cleans them | nil */
 static int l_item(lua_State *L)
 {
@@ -2115,6 +2162,7 @@ int bulk_luaopen(lua_State *L)
         static const luaL_Reg methods[] = {
             {"received", l_received}, {"column", l_column}, {"present", l_present},
             {"refused", l_refused},   {"dropped", l_dropped}, {"item", l_item},
+            {"sent", l_sent},
             {NULL, NULL}};
         luaL_newlib(L, methods);
         lua_setfield(L, -2, "__index");

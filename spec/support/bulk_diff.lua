@@ -5,8 +5,9 @@
 --
 -- problem is nil when both agree on text: the envelope, the count, and for each element its
 -- cleaned value (b:item, b:column), its problems (b:refused / b:dropped, same paths,
--- messages and order) and, for sync_rules.ITEM, the presence mask (b:present, bits in
--- FIELDS order). Numbers must agree in subtype too (an integer is not a float).
+-- messages and order) and, for sync_rules.ITEM (compiled with opts.fields = FIELDS and
+-- opts.sent = "asin"), the presence mask (b:present) and a refused element's asin as sent
+-- (b:sent). Numbers must agree in subtype too (an integer is not a float).
 local _M = {}
 
 local validate = require("validate")
@@ -90,7 +91,10 @@ local function elements(b, titles, rule, check, is_item)
   local columns = {}
   for name in pairs(rule.fields) do columns[name] = b:column(name) end
   for i = 1, #titles do
-    local it, errs = check(titles[i])
+    local raw = titles[i]
+    local sent
+    if type(raw) == "table" and type(raw.asin) ~= "table" then sent = raw.asin end
+    local it, errs = check(raw)
     local at = "element " .. i
     local p
     if it == nil then
@@ -98,6 +102,7 @@ local function elements(b, titles, rule, check, is_item)
       if not p and (dropped[i] ~= nil or b:item(i) ~= nil or present[i] ~= nil) then
         p = at .. ": refused by Lua, not by C"
       end
+      if not p and is_item then p = diff(sent, b:sent(i), at .. " sent") end
       for name, col in pairs(columns) do
         if not p and col[i] ~= nil then p = at .. ": column " .. name .. " of a refused element" end
       end

@@ -10,7 +10,7 @@ local rules = require("sync_rules")
 local json = require("json")
 
 local FIELDS = bulk_diff.FIELDS
-local SPEC = assert(bulk.compile(rules.ITEM, { fields = FIELDS, blank = rules.PLACEHOLDERS }))
+local SPEC = assert(bulk.compile(rules.ITEM, { fields = FIELDS, blank = rules.PLACEHOLDERS, sent = "asin" }))
 
 local concat, format, rep = table.concat, string.format, string.rep
 
@@ -255,6 +255,7 @@ describe("host.bulk.decode", function()
       { path = "rating", message = "must be between 0 and 5" },
     } }, b:dropped())
     assert.is_nil(b:item(2))
+    assert.are.equal("nope", b:sent(2))
     assert.same({ "B000000001", nil, "B000000001" }, b:column("asin"))
     -- present bits follow FIELDS; authors counts (one real name), personalRating 0 does not
     local mask = b:present()[1]
