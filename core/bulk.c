@@ -901,7 +901,11 @@ static int utf8_ok(const unsigned char *s, size_t n)
     while (i < n) {
         unsigned c = s[i];
         if (c < 0x80) {
-            i++;
+            uint64_t w;
+            while (n - i >= 8 && (memcpy(&w, s + i, 8), !(w & 0x8080808080808080ULL)))
+                i += 8; /* ASCII, eight bytes at a time */
+            while (i < n && s[i] < 0x80)
+                i++;
             continue;
         }
         size_t k;
@@ -1097,16 +1101,38 @@ static const char DATETIME_MSG[] = "must be an ISO-8601 date or date-time";
 static int format_date(const char *s, size_t n, char *out, const char **msg)
 {
     struct iso o;
-    if (!parse_iso(s, n, &o)) {
+    int ok = parse_iso(s, n, &o);
+    if (ok && n == 10) { /* YYYY-MM-DD: already clean */
+        memcpy(out, s, n);
+        return (int)n;
+    }
+    if (!ok) {
         *msg = DATE_MSG;
         return -1;
     }
     return snprintf(out, 64, "%04ld-%02ld-%02ld", o.y, o.m, o.d);
 }
 
+/* YYYY-MM-DDTHH:MM:SS.mmmZ: the form the datetime format cleans to (and what the extension
+** sends), which parse_iso would give back unchanged. */
+static int canonical_datetime(const char *s, size_t n)
+{
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd.dddZ";
+    if (n != 24)
+        return 0;
+    for (size_t i = 0; i < 24; i++)
+        if (shape[i] == 'd' ? !isd(s[i]) : s[i] != shape[i])
+            return 0;
+    return 1;
+}
+
 static int format_datetime(const char *s, size_t n, char *out, const char **msg)
 {
     struct iso o;
+    if (canonical_datetime(s, n) && parse_iso(s, n, &o)) {
+        memcpy(out, s, n);
+        return (int)n;
+    }
     if (!parse_iso(s, n, &o)) {
         *msg = DATETIME_MSG;
         return -1;

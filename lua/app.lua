@@ -78,9 +78,10 @@ end
 
 local ctx_mt = { __index = {} }
 
--- ctx:json_body() -> the decoded JSON body (400 malformed_json / 415 otherwise)
-function ctx_mt.__index.json_body(ctx)
-  if ctx._json ~= nil then return ctx._json end
+-- ctx:json_text() -> the body's text, checked as json_body checks it before decoding (415
+-- for another content type, 400 malformed_json when empty): for a caller with its own
+-- decoder (routes/sync.lua's host.bulk)
+function ctx_mt.__index.json_text(ctx)
   local ctype = ctx.req.headers["content-type"]
   if ctype and not ctype:find("json", 1, true) then
     errors.raise(415, "unsupported_media_type", "send the body as application/json")
@@ -88,7 +89,13 @@ function ctx_mt.__index.json_body(ctx)
   if ctx.req.body == "" then
     errors.raise(400, "malformed_json", "the request body is empty; expected JSON")
   end
-  local v, err = json.decode(ctx.req.body)
+  return ctx.req.body
+end
+
+-- ctx:json_body() -> the decoded JSON body (400 malformed_json / 415 otherwise)
+function ctx_mt.__index.json_body(ctx)
+  if ctx._json ~= nil then return ctx._json end
+  local v, err = json.decode(ctx:json_text())
   if v == nil then
     errors.raise(400, "malformed_json", "the request body is not valid JSON: " .. err)
   end

@@ -27,10 +27,11 @@ local json = require("json")
 local errors = require("errors")
 local validate = require("validate")
 local sync_import = require("sync_import")
+local sync_rules = require("sync_rules")
 local types = require("types")
 
 local config = host.config
-local jwt, crypto = host.jwt, host.crypto
+local jwt, crypto, bulk = host.jwt, host.crypto, host.bulk
 local type, tostring, xpcall, error = type, tostring, xpcall, error
 local match, gsub, format = string.match, string.gsub, string.format
 local os_time, os_date = os.time, os.date
@@ -142,8 +143,51 @@ local function check_token(req)
   return claims
 end
 
-local function do_import(ctx, claims)
-  local t0 = clock_ms()
+-- The body is decoded and validated in C (host.bulk, core/bulk.c) by sync_rules.ITEM
+-- compiled once per VM: the compiled rule is kept with the rule table it came from, so a
+-- reload that brings a new table compiles it again. A rule the C runner cannot run
+-- (compile's nil) keeps the Lua path below, and so does every body host.bulk does not
+-- accept (not JSON as yajl reads it, a bad envelope, too many titles): lua-cjson and
+-- sync_import.prepare then answer it exactly as they always have, at the cost of a second
+-- parse on a request that fails anyway (or that only cjson's leniencies accept).
+local compiled = { rule = nil, spec = nil }
+
+local function item_spec()
+  local rule = sync_rules.ITEM
+  if compiled.rule ~= rule then
+    local spec, why = bulk.compile(rule, { fields = sync_import.PRESENT_FIELDS,
+      blank = sync_rules.PLACEHOLDERS, sent = "asin" })
+    if not spec then host.log("warn", "sync import: the Lua validator runs ITEM: " .. why) end
+    compiled.rule, compiled.spec = rule, spec
+  end
+  return compiled.spec
+end
+
+-- The payload as host.bulk columns (sync_import.prepare_columns' src), or nil.
+local function decode_columns(ctx)
+  local spec = item_spec()
+  local text = spec and ctx:json_text()
+  if type(text) ~= "string" then return nil end
+  local b = bulk.decode(spec, text, "titles", config.sync_max_titles)
+  if not b then return nil end
+  return {
+    received = b:received(), asin = b:column("asin"), source = b:column("source"),
+    listeningProgress = b:column("listeningProgress"),
+    personalRating = b:column("personalRating"), dateAdded = b:column("dateAdded"),
+    present = b:present(), refused = b:refused(), dropped = b:dropped(),
+    sent = function(i) return b:sent(i) end,
+    item = function(i) return b:item(i) end,
+  }
+end
+
+-- Phases in the log line: decode is the JSON decode (with host.bulk: decode and
+-- validation in C), validate the Lua prepare.
+local function prepare(ctx)
+  local src = decode_columns(ctx)
+  if src then
+    ctx.req.body = nil   -- the decoded body keeps its own reference to the text
+    return clock_ms(), sync_import.prepare_columns(src), "host.bulk"
+  end
   local body = ctx:json_body()
   -- One scan of the text spares a UTF-8 / NUL check per string (validate.text_ok).
   local text_checked = validate.text_ok(ctx.req.body)
@@ -151,13 +195,18 @@ local function do_import(ctx, claims)
   -- while the import runs.
   ctx.req.body = nil
   local t1 = clock_ms()
-  local prep = sync_import.prepare(body, text_checked)
+  return t1, sync_import.prepare(body, text_checked), "cjson"
+end
+
+local function do_import(ctx, claims)
+  local t0 = clock_ms()
+  local t1, prep, decoder = prepare(ctx)
   local t2 = clock_ms()
   local r = sync_import.run(claims.sub, claims.jti, prep)
   host.log("info", format("sync import %s: user %s, %d titles (%d new to the catalog, %d " ..
-    "rewritten, %d skipped, %d removed from the library); ms: decode %d, validate %d, " ..
+    "rewritten, %d skipped, %d removed from the library); ms: decode %d (%s), validate %d, " ..
     "catalog %d, library %d, queue %d, total %d", r.sync_id, claims.sub, r.imported,
-    r.new_to_catalog, r.changed, prep.invalid, r.removed, t1 - t0, t2 - t1, r.catalog_ms,
+    r.new_to_catalog, r.changed, prep.invalid, r.removed, t1 - t0, decoder, t2 - t1, r.catalog_ms,
     r.library_ms, r.queue_ms or 0, clock_ms() - t0))
   return {
     success = true,
