@@ -766,6 +766,8 @@ struct bulk {
     int frame_field[MAX_DEPTH + 1];
     int root, titles;
     int too_deep, check_failed;
+    int completing;    /* inside yajl_complete_parse: the text is consumed */
+    size_t root_end;   /* where the root value ended */
     lua_Integer count;   /* elements of the current titles array */
     int elem_nonempty;   /* an element that is an array has elements */
     /* the element being read: raw field values, their array elements, escaped strings */
@@ -1782,11 +1784,18 @@ static int wanted(const struct bulk *b)
            (top == F_ROOT_OBJ && b->pending_titles) || top == F_TITLES || top == -1;
 }
 
+static void root_done(struct bulk *b)
+{
+    b->root_end = b->completing ? b->text_len : yajl_get_bytes_consumed(b->h);
+}
+
 static int on_value(struct bulk *b, int vk, const struct val *sv)
 {
     int top = top_frame(b), push = F_SKIP, field = -1;
     switch (top) {
     case -1:
+        if (vk == VK_SCALAR)
+            root_done(b);
         b->root = vk == VK_MAP ? ROOT_OBJECT : vk == VK_ARRAY ? ROOT_EMPTY_ARRAY : ROOT_OTHER;
         push = vk == VK_MAP ? F_ROOT_OBJ : F_ROOT_ARR;
         break;
@@ -1928,6 +1937,8 @@ static int cb_end(void *ctx)
 {
     struct bulk *b = ctx;
     int frame = b->frames[--b->depth];
+    if (b->depth == 0)
+        root_done(b);
     if (frame == F_ELEM_OBJ || (frame == F_ELEM_ARR && !b->elem_nonempty))
         return finish_element(b, E_OBJECT);
     if (frame == F_ELEM_ARR)
@@ -2019,8 +2030,15 @@ static int l_decode(lua_State *L)
         return luaL_error(L, "bulk: out of memory");
     yajl_config(b->h, yajl_dont_validate_strings, 1);
     yajl_status st = yajl_parse(b->h, (const unsigned char *)text, len);
+    b->completing = 1;
     if (st == yajl_status_ok)
         st = yajl_complete_parse(b->h);
+    /* yajl lets an unfinished token after the value pass (2"x): cjson does not */
+    while (st == yajl_status_ok && b->root_end < len && strchr(" \t\r\n", text[b->root_end]) &&
+           text[b->root_end])
+        b->root_end++;
+    if (st == yajl_status_ok && b->root_end < len)
+        return fail(L, b, "json", "trailing garbage");
     if (b->check_failed) {
         bulk_free(b);
         lua_pushvalue(L, S_ERROR);

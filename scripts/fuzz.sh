@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="body jwt route pg_array import upload"]: builds
+# make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="body jwt route pg_array import upload bulk"]: builds
 # the libFuzzer targets in fuzz/ with clang (ASan + UBSan) into build-fuzz/ and runs each for
 # FUZZ_SECONDS from its seed corpus (fuzz/corpus/<target>, read only; new inputs go to
 # build-fuzz/corpus/<target>). Prints executions per target; exits 1 on any finding (the
@@ -8,7 +8,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 SECONDS_EACH="${FUZZ_SECONDS:-60}"
-TARGETS="${FUZZ_TARGETS:-body jwt route pg_array import upload}"
+TARGETS="${FUZZ_TARGETS:-body jwt route pg_array import upload bulk}"
 OUT=build-fuzz
 CC=clang
 if ! command -v "$CC" >/dev/null || ! dpkg-query -W -f='${Status}' libclang-rt-dev 2>/dev/null | grep -q "ok installed"; then

@@ -303,7 +303,7 @@ describe("host.bulk.decode", function()
       '{"titles":[', '{"titles":[1,]}', "", "  ", '{"titles":["\\ud800"]}',
       '{"titles":["\\udc00"]}', '{"titles":["\\ud800\\u0041"]}', '{"titles":[1,\f2]}',
       '{"titles":[1\v]}', '{"titles":[' .. rep("[", 63) .. rep("]", 63) .. "]}",
-      '{"titles":[]} x', '{"titles":["\\x"]}',
+      '{"titles":[]} x', '{"titles":["\\x"]}', '2"rr:', '{"titles":[]} "abc', '{"titles":[]} [',
       -- lua-cjson reads these (the caller's cjson path then answers as today)
       '{"titles":[0x10]}', '{"titles":[NaN]}', '{"titles":[01]}', '{"titles":["a\nb"]}',
       '{"titles":[]}\0',
