@@ -42,7 +42,7 @@
 
 #define SPEC_MT "shelfsync.bulk.spec"
 #define BULK_MT "shelfsync.bulk"
-#define MAX_DEPTH 64 /* lua-cjson's decode_max_depth (json.c) */
+#define MAX_DEPTH 64               /* lua-cjson's decode_max_depth (json.c) */
 #define MAX_INT 9007199254740992LL /* validate.lua's MAX_INT, 2^53 */
 #define MAX_BITS 63
 
@@ -66,7 +66,10 @@ static struct num num_flt(double d)
     return n;
 }
 
-static int int_fits_float(lua_Integer i) { return i >= -MAX_INT && i <= MAX_INT; }
+static int int_fits_float(lua_Integer i)
+{
+    return i >= -MAX_INT && i <= MAX_INT;
+}
 
 /* A float with an integral value in lua_Integer's range, as lua_numbertointeger. */
 static int flt_to_int(double d, lua_Integer *out)
@@ -148,8 +151,8 @@ struct rule {
     int kind;
     int required, drop;
     struct konst def, null_if;
-    char *message;          /* the rule's `message` (custom), or NULL */
-    int check;              /* index of `check` in the spec's uservalue, 0 = none */
+    char *message;              /* the rule's `message` (custom), or NULL */
+    int check;                  /* index of `check` in the spec's uservalue, 0 = none */
     int trim, keep_empty, fold; /* fold: 1 upper, 2 lower */
     int has_len, has_min_len, has_max_len;
     struct num len, min_len, max_len;
@@ -262,16 +265,16 @@ static int refuse(struct compiler *c, const char *path, const char *what)
     return -1;
 }
 
-static const char *const COMMON_KEYS[] = {"type", "required", "default", "as", "invalid",
-                                          "null_if", "message", "check", NULL};
-static const char *const STRING_KEYS[] = {"trim", "empty", "upper", "lower", "len", "min_len",
-                                          "max_len", "enum", "format", NULL};
+static const char *const COMMON_KEYS[] = {"type",    "required", "default", "as", "invalid",
+                                          "null_if", "message",  "check",   NULL};
+static const char *const STRING_KEYS[] = {"trim",    "empty",   "upper", "lower",  "len",
+                                          "min_len", "max_len", "enum",  "format", NULL};
 static const char *const NUMBER_KEYS[] = {"min", "max", "coerce", NULL};
 static const char *const INTEGER_KEYS[] = {"min", "max", "coerce", "round", NULL};
-static const char *const ARRAY_KEYS[] = {"items", "min_items", "max_items", "compact", "unique",
-                                         NULL};
-static const char *const OBJECT_KEYS[] = {"type", "fields", "in_place", "unknown", "required",
-                                          NULL};
+static const char *const ARRAY_KEYS[] = {"items",   "min_items", "max_items",
+                                         "compact", "unique",    NULL};
+static const char *const OBJECT_KEYS[] = {"type",    "fields",   "in_place",
+                                          "unknown", "required", NULL};
 
 static int in_list(const char *const *list, const char *k)
 {
@@ -338,7 +341,8 @@ static int get_konst(lua_State *L, int idx, const char *k, struct konst *out)
         return 0;
     } else if (t == LUA_TNUMBER) {
         out->t = K_NUM;
-        out->n = lua_isinteger(L, -1) ? num_int(lua_tointeger(L, -1)) : num_flt(lua_tonumber(L, -1));
+        out->n =
+            lua_isinteger(L, -1) ? num_int(lua_tointeger(L, -1)) : num_flt(lua_tonumber(L, -1));
     } else if (t == LUA_TBOOLEAN) {
         out->t = K_BOOL;
         out->b = lua_toboolean(L, -1);
@@ -359,8 +363,7 @@ static char *limit_msg(lua_State *L, const char *head, struct num n, const char 
     return m;
 }
 
-static int compile_rule(struct compiler *c, int idx, const char *path, int is_item,
-                        struct rule *r);
+static int compile_rule(struct compiler *c, int idx, const char *path, int is_item, struct rule *r);
 
 static int compile_string(struct compiler *c, int idx, const char *path, struct rule *r)
 {
@@ -489,8 +492,7 @@ static int compile_array(struct compiler *c, int idx, const char *path, struct r
 }
 
 /* One field's rule (or an array's items rule, is_item) at idx. */
-static int compile_rule(struct compiler *c, int idx, const char *path, int is_item,
-                        struct rule *r)
+static int compile_rule(struct compiler *c, int idx, const char *path, int is_item, struct rule *r)
 {
     lua_State *L = c->L;
     lua_getfield(L, idx, "type");
@@ -596,7 +598,8 @@ static int compile_fields(struct compiler *c, int idx)
     while (lua_next(L, f)) {
         if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TTABLE) {
             lua_pop(L, 3);
-            return refuse(c, "fields", "a field name that is not a string or a rule that is not a table");
+            return refuse(c, "fields",
+                          "a field name that is not a string or a rule that is not a table");
         }
         struct field *fd = &s->fields[s->nfields++];
         fd->len = lua_rawlen(L, -2);
@@ -607,8 +610,8 @@ static int compile_fields(struct compiler *c, int idx)
             return -1;
         }
         lua_getfield(L, -1, "as");
-        int renamed = !lua_isnil(L, -1) && !(lua_type(L, -1) == LUA_TSTRING &&
-                                             !strcmp(lua_tostring(L, -1), fd->name));
+        int renamed = !lua_isnil(L, -1) &&
+                      !(lua_type(L, -1) == LUA_TSTRING && !strcmp(lua_tostring(L, -1), fd->name));
         lua_pop(L, 2);
         if (renamed) {
             lua_pop(L, 2);
@@ -768,8 +771,8 @@ struct bulk {
     int too_deep, check_failed;
     int completing;    /* inside yajl_complete_parse: the text is consumed */
     size_t root_end;   /* where the root value ended */
-    lua_Integer count;   /* elements of the current titles array */
-    int elem_nonempty;   /* an element that is an array has elements */
+    lua_Integer count; /* elements of the current titles array */
+    int elem_nonempty; /* an element that is an array has elements */
     /* the element being read: raw field values, their array elements, escaped strings */
     struct val *raw;
     struct vec relems;
@@ -943,7 +946,10 @@ static size_t utf8_count(const unsigned char *s, size_t n)
     return c;
 }
 
-static int is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+static int is_space(unsigned char c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r');
+}
 
 /* validate.trim: the Lua %s class at both ends. */
 static void trim(const char *p, size_t *off, size_t *len)
@@ -976,8 +982,14 @@ static void set_new_str(struct bulk *b, struct val *v, const char *p, size_t n)
 
 /* ---- dates (validate.lua's parse_iso and FORMATS, ported exactly) ---- */
 
-static int isd(char c) { return c >= '0' && c <= '9'; }
-static int d2(const char *p) { return (p[0] - '0') * 10 + (p[1] - '0'); }
+static int isd(char c)
+{
+    return c >= '0' && c <= '9';
+}
+static int d2(const char *p)
+{
+    return (p[0] - '0') * 10 + (p[1] - '0');
+}
 
 static int valid_ymd(long y, long m, long d)
 {
@@ -996,7 +1008,10 @@ static long floor_div(long a, long b)
     return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
 }
 
-static long floor_mod(long a, long b) { return a - floor_div(a, b) * b; }
+static long floor_mod(long a, long b)
+{
+    return a - floor_div(a, b) * b;
+}
 
 static long days_from_civil(long y, long m, long d)
 {
@@ -1015,7 +1030,8 @@ static void civil_from_days(long z, long *py, long *pm, long *pd)
     z = z + 719468;
     long era = floor_div(z >= 0 ? z : z - 146096, 146097);
     long doe = z - era * 146097;
-    long yoe = floor_div(doe - floor_div(doe, 1460) + floor_div(doe, 36524) - floor_div(doe, 146096), 365);
+    long yoe =
+        floor_div(doe - floor_div(doe, 1460) + floor_div(doe, 36524) - floor_div(doe, 146096), 365);
     long y = yoe + era * 400;
     long doy = doe - (365 * yoe + floor_div(yoe, 4) - floor_div(yoe, 100));
     long mp = floor_div(5 * doy + 2, 153);
@@ -1188,7 +1204,10 @@ static int http_url_ok(const char *s, size_t n)
     return 1;
 }
 
-static int is_hex(char c) { return isd(c) || ((c | 32) >= 'a' && (c | 32) <= 'f'); }
+static int is_hex(char c)
+{
+    return isd(c) || ((c | 32) >= 'a' && (c | 32) <= 'f');
+}
 
 static int uuid_ok(const char *s, size_t n)
 {
@@ -1204,8 +1223,8 @@ static int uuid_ok(const char *s, size_t n)
 /* ---- the checks: each returns 1 (valid: *out, V_ABSENT for nil) or 0 (refused, problem
 ** added under field / index) ---- */
 
-static int run_rule(struct bulk *b, const struct rule *r, const struct val *raw,
-                    const char *field, long index, struct val *out);
+static int run_rule(struct bulk *b, const struct rule *r, const struct val *raw, const char *field,
+                    long index, struct val *out);
 
 static void push_val(struct bulk *b, const struct val *v, int kept_idx);
 
@@ -1307,8 +1326,8 @@ static int check_string(struct bulk *b, const struct rule *r, const struct val *
     } else if (r->format == FMT_DATE || r->format == FMT_DATETIME) {
         char tmp[64];
         const char *msg = NULL;
-        int m = r->format == FMT_DATE ? format_date(p, n, tmp, &msg)
-                                      : format_datetime(p, n, tmp, &msg);
+        int m =
+            r->format == FMT_DATE ? format_date(p, n, tmp, &msg) : format_datetime(p, n, tmp, &msg);
         if (m < 0) {
             add_err(b, field, index, r->message ? r->message : msg);
             return 0;
@@ -1528,8 +1547,8 @@ static int call_check(struct bulk *b, const struct rule *r, const char *field, l
 }
 
 /* One present value (not nil, not JSON null) against its rule. */
-static int run_rule(struct bulk *b, const struct rule *r, const struct val *raw,
-                    const char *field, long index, struct val *out)
+static int run_rule(struct bulk *b, const struct rule *r, const struct val *raw, const char *field,
+                    long index, struct val *out)
 {
     int ok;
     switch (r->kind) {
@@ -1774,7 +1793,10 @@ static int push_frame(struct bulk *b, int frame, int field)
     return 1;
 }
 
-static int top_frame(const struct bulk *b) { return b->depth ? b->frames[b->depth - 1] : -1; }
+static int top_frame(const struct bulk *b)
+{
+    return b->depth ? b->frames[b->depth - 1] : -1;
+}
 
 /* Whether a scalar arriving now is kept (so its bytes must be read). */
 static int wanted(const struct bulk *b)
@@ -1908,8 +1930,14 @@ static int cb_string(void *ctx, const unsigned char *s, size_t n)
     return on_value(b, VK_SCALAR, &v);
 }
 
-static int cb_start_map(void *ctx) { return on_value(ctx, VK_MAP, NULL); }
-static int cb_start_array(void *ctx) { return on_value(ctx, VK_ARRAY, NULL); }
+static int cb_start_map(void *ctx)
+{
+    return on_value(ctx, VK_MAP, NULL);
+}
+static int cb_start_array(void *ctx)
+{
+    return on_value(ctx, VK_ARRAY, NULL);
+}
 
 static int cb_map_key(void *ctx, const unsigned char *s, size_t n)
 {
@@ -1946,8 +1974,8 @@ static int cb_end(void *ctx)
     return 1;
 }
 
-static const yajl_callbacks CALLBACKS = {cb_null,   cb_boolean,   NULL,           NULL,
-                                         cb_number, cb_string,    cb_start_map,   cb_map_key,
+static const yajl_callbacks CALLBACKS = {cb_null,   cb_boolean,     NULL,         NULL,
+                                         cb_number, cb_string,      cb_start_map, cb_map_key,
                                          cb_end,    cb_start_array, cb_end};
 
 static int hex4(const char *p)
@@ -2203,11 +2231,10 @@ int bulk_luaopen(lua_State *L)
     }
     lua_pop(L, 1);
     if (luaL_newmetatable(L, BULK_MT)) {
-        static const luaL_Reg methods[] = {
-            {"received", l_received}, {"column", l_column}, {"present", l_present},
-            {"refused", l_refused},   {"dropped", l_dropped}, {"item", l_item},
-            {"sent", l_sent},
-            {NULL, NULL}};
+        static const luaL_Reg methods[] = {{"received", l_received}, {"column", l_column},
+                                           {"present", l_present},   {"refused", l_refused},
+                                           {"dropped", l_dropped},   {"item", l_item},
+                                           {"sent", l_sent},         {NULL, NULL}};
         luaL_newlib(L, methods);
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, bulk_gc);
