@@ -13,7 +13,7 @@ OBJS     := $(SRCS:core/%.c=$(BUILD)/obj/%.o)
 BIN_OBJS := $(filter-out $(BUILD)/obj/luamod.o,$(OBJS))
 MOD_OBJS := $(filter-out $(BUILD)/obj/main.o,$(OBJS))
 
-.PHONY: all build deps run test test-asan check lint clean help fuzz bench-db bench-sync bench-api bench-web bench-enrich pg-start pg-stop
+.PHONY: all build deps run test test-asan check lint clean help fuzz bench-db bench-sync bench-bulk bench-api bench-web bench-enrich pg-start pg-stop
 
 all: build
 
@@ -71,6 +71,8 @@ bench-db: deps build
 	@bash scripts/bench-db.sh
 bench-sync: deps build
 	@bash scripts/bench-sync.sh
+bench-bulk: deps build   ## the sync body's decode + validation in-process: cjson + validate.lua vs host.bulk
+	@lua5.4 bench/bench_bulk.lua
 bench-api: deps build
 	@bash scripts/bench-api.sh
 bench-web: deps build   ## the web app in headless Chromium, 5,000 titles (first grid, search redraw, bytes)
