@@ -1,6 +1,9 @@
 -- sync_rules: what POST /api/sync/import accepts, as validate.lua rules, and the catalog's
 -- fields. Edit a rule here and the running server takes it on its next request (hot
--- reload).
+-- reload). The import runs ITEM in C (host.bulk, core/bulk.c, compiled from this table on
+-- its first request after a reload); a rule key or value the C runner does not implement
+-- is logged ("the Lua validator runs ITEM") and the import keeps validate.lua, so an edit
+-- here never needs C.
 --
 -- Taken from the data model (../shared/seeds/000_*.txt, "Validation Rules") and kept at
 -- least as strict as the CHECK constraints of sql/001_init.sql, so an item that passes
