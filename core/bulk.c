@@ -169,6 +169,7 @@ struct rule {
     int has_min_items, has_max_items, compact, unique;
     struct num min_items, max_items;
     char *min_items_msg, *max_items_msg;
+    uint32_t keep_items; /* elements worth reading: past max_items the count alone matters */
 };
 
 struct field {
@@ -472,8 +473,12 @@ static int compile_array(struct compiler *c, int idx, const char *path, struct r
         return refuse(c, path, "an item count that is not a number");
     if (r->has_min_items)
         r->min_items_msg = limit_msg(L, "must hold at least ", r->min_items, " item", " items");
-    if (r->has_max_items)
+    r->keep_items = UINT32_MAX;
+    if (r->has_max_items) {
         r->max_items_msg = limit_msg(L, "must hold at most ", r->max_items, " item", " items");
+        double m = r->max_items.is_int ? (double)r->max_items.i : floor(r->max_items.d);
+        r->keep_items = !(m >= 0) ? 0 : m >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)m + 1;
+    }
     r->compact = truthy(L, idx, "compact");
     r->unique = truthy(L, idx, "unique");
     if (lua_getfield(L, idx, "items") != LUA_TTABLE) {
@@ -1871,12 +1876,14 @@ static int on_value(struct bulk *b, int vk, const struct val *sv)
         break;
     }
     case F_FIELD_ARR: {
+        int f = b->frame_field[b->depth - 1];
+        if (b->raw[f].n++ >= b->spec->fields[f].r.keep_items)
+            break; /* refused for its length before any element is read */
         struct val *e = vec_add(b->L, &b->relems);
         if (vk == VK_SCALAR)
             *e = *sv;
         else
             e->t = V_TABLE;
-        b->raw[b->frame_field[b->depth - 1]].n++;
         break;
     }
     default:
