@@ -631,7 +631,8 @@ static int compile_fields(struct compiler *c, int idx)
 static int field_index(const struct spec *s, const char *name, size_t len)
 {
     for (int i = 0; i < s->nfields; i++)
-        if (s->fields[i].len == len && !memcmp(s->fields[i].name, name, len))
+        if (s->fields[i].len == len && (!len || s->fields[i].name[0] == name[0]) &&
+            !memcmp(s->fields[i].name, name, len))
             return i;
     return -1;
 }
@@ -905,17 +906,25 @@ static void add_err(struct bulk *b, const char *field, long index, const char *m
 
 /* Strict UTF-8 as Lua's utf8.len reads it: no overlongs, surrogates or code points past
 ** U+10FFFF. */
-static int utf8_ok(const unsigned char *s, size_t n)
+enum text_check { TEXT_OK, TEXT_NUL, TEXT_BAD_UTF8 };
+
+/* validate.lua's string checks in one pass: a NUL anywhere first, then strict UTF-8. */
+static int text_check(const unsigned char *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
         unsigned c = s[i];
         if (c < 0x80) {
             uint64_t w;
-            while (n - i >= 8 && (memcpy(&w, s + i, 8), !(w & 0x8080808080808080ULL)))
-                i += 8; /* ASCII, eight bytes at a time */
-            while (i < n && s[i] < 0x80)
+            /* ASCII without NUL, eight bytes at a time (the zero-byte test of a word) */
+            while (n - i >= 8 && (memcpy(&w, s + i, 8), !(w & 0x8080808080808080ULL)) &&
+                   !((w - 0x0101010101010101ULL) & ~w & 0x8080808080808080ULL))
+                i += 8;
+            while (i < n && s[i] < 0x80) {
+                if (!s[i])
+                    return TEXT_NUL;
                 i++;
+            }
             continue;
         }
         size_t k;
@@ -927,20 +936,22 @@ static int utf8_ok(const unsigned char *s, size_t n)
         else if (c >= 0xF0 && c <= 0xF4)
             k = 3, cp = c & 0x07, min = 0x10000;
         else
-            return 0;
+            goto bad;
         if (n - i <= k)
-            return 0;
+            goto bad;
         for (size_t j = 1; j <= k; j++) {
             unsigned cc = s[i + j];
             if ((cc & 0xC0) != 0x80)
-                return 0;
+                goto bad;
             cp = (cp << 6) | (cc & 0x3F);
         }
         if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
+            goto bad;
         i += k + 1;
     }
-    return 1;
+    return TEXT_OK;
+bad:
+    return memchr(s + i, 0, n - i) ? TEXT_NUL : TEXT_BAD_UTF8;
 }
 
 static size_t utf8_count(const unsigned char *s, size_t n)
@@ -1243,12 +1254,10 @@ static int check_string(struct bulk *b, const struct rule *r, const struct val *
     *out = *raw;
     const char *p = str_of(b, raw);
     size_t n = raw->len;
-    if (memchr(p, 0, n)) {
-        add_err(b, field, index, "must not contain NUL characters");
-        return 0;
-    }
-    if (!utf8_ok((const unsigned char *)p, n)) {
-        add_err(b, field, index, "must be valid UTF-8");
+    int tc = text_check((const unsigned char *)p, n);
+    if (tc != TEXT_OK) {
+        add_err(b, field, index,
+                tc == TEXT_NUL ? "must not contain NUL characters" : "must be valid UTF-8");
         return 0;
     }
     if (r->trim && n > 0 && ((unsigned char)p[0] <= 32 || (unsigned char)p[n - 1] <= 32)) {
@@ -1908,7 +1917,14 @@ static int cb_number(void *ctx, const char *s, size_t n)
 {
     struct bulk *b = ctx;
     struct val v = {.t = V_FLT};
-    if (wanted(b)) {
+    size_t neg = n > 0 && s[0] == '-', i = neg;
+    uint64_t whole = 0;
+    while (i < n && i - neg < 16 && isd(s[i]))
+        whole = whole * 10 + (uint64_t)(s[i++] - '0');
+    if (i == n && n > neg) {
+        /* up to 16 digits: converted exactly rounded, as strtod does (-0 included) */
+        v.u.d = neg ? -(double)whole : (double)whole;
+    } else if (wanted(b)) {
         /* lua-cjson reads a number with strtod: so do we, on a terminated copy */
         char small[64], *p = n < sizeof small ? small : malloc(n + 1);
         if (!p)
