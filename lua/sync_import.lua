@@ -246,8 +246,13 @@ do
 end
 local ARRAYS_PRESENT = _M.ARRAYS_PRESENT
 
+-- What a null element is told: the validator calls JSON null "absent" and has no problem
+-- to name for it (host.bulk then refuses it with an empty list).
+local NOT_AN_OBJECT = { { path = "", message = "must be an object" } }
+
 -- One refused element: a warning, and its problems for a 422 (details, at most cap).
 local function refuse_item(w, details, i, sent, errs)
+  if errs[1] == nil then errs = NOT_AN_OBJECT end
   warn(w, "titles[%d] (%s): skipped: %s", i - 1, label(sent), summary(errs, 3))
   local cap = w.cap
   local prefix = "titles[" .. (i - 1) .. "]"
@@ -353,7 +358,7 @@ function _M.prepare_items(titles, text_checked)
     sent[i] = type(raw) == "table" and raw.asin or nil
     local it, errs = check(raw)
     if it == nil then
-      refused[i] = errs
+      refused[i] = errs or NOT_AN_OBJECT
     else
       if errs then dropped[i] = errs end
       titles[i] = it

@@ -397,6 +397,20 @@ describe("Library sync", function()
       assert.same(26, library_of(c.user.id)[items[1].asin].listening_progress)
     end)
 
+    it("skips a null title as not an object, on either decoder", function()
+      local c = h.login(srv, "nulls@example.com")
+      local items = small(1, 113)
+      local text = body_of(items):gsub('"titles":%[', '"titles":[null,', 1)
+      local res = import(srv, token_for(c), text)     -- host.bulk
+      assert.same(200, res.status)
+      assert.same({ "1 of 2 titles were invalid and skipped",
+                    "titles[0] (no ASIN): skipped: must be an object" }, res.json.warnings)
+      res = import(srv, token_for(c), (text:gsub('"title":"', '"title":"\t', 1)))  -- lua-cjson
+      assert.same(200, res.status)
+      assert.same({ "1 of 2 titles were invalid and skipped",
+                    "titles[0] (no ASIN): skipped: must be an object" }, res.json.warnings)
+    end)
+
     it("takes a gzip body", function()
       local c = h.login(srv, "gzip@example.com")
       local items = small(25, 112)

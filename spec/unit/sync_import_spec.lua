@@ -53,6 +53,14 @@ describe("sync_import.prepare", function()
     }, prep.warnings.list)
   end)
 
+  it("skips a null element as not an object", function()
+    local prep = sync_import.prepare({ titles = {
+      null, { asin = "B000000001", title = "a", source = "LIBRARY" },
+    } })
+    assert.same({ 1, 1, 2 }, { prep.count, prep.invalid, prep.received })
+    assert.same({ "titles[0] (no ASIN): skipped: must be an object" }, prep.warnings.list)
+  end)
+
   it("refuses a payload without a valid title, naming each problem", function()
     assert.same({ status = 422, code = "no_valid_titles", details = {
       { path = "titles[0].asin", message = "must be an ASIN: 10 letters or digits, or 13 digits" },
