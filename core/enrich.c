@@ -2,7 +2,7 @@
 ** enrich.c: the metadata fetcher thread (see enrich.h).
 **
 ** The loop: rebuild the VM when the scripts moved; let the circuit breaker look at the
-** clock; claim a batch from the queue when nothing is pending (app.enrich_claim, which
+** clock; after a sync ended, let Lua tidy the database (app.enrich_tidy); claim a batch from the queue when nothing is pending (app.enrich_claim, which
 ** leases rows FOR UPDATE SKIP LOCKED); start pending fetches while the concurrency and the
 ** start-rate limit allow; run libcurl; hand every finished fetch of this round to Lua in
 ** one call (app.enrich_done: mapping, merge and queue bookkeeping in one transaction);
@@ -89,6 +89,7 @@ static struct enrich *running;
 static atomic_int state = ENRICH_DISABLED;
 static atomic_int holds;               /* syncs running in this process (enrich_hold) */
 static atomic_long hold_since_ms;
+static atomic_int tidy_due;            /* a sync ended since the last app.enrich_tidy */
 
 static const char *const state_names[] = {"disabled", "closed", "open", "half_open"};
 
@@ -107,6 +108,7 @@ enum enrich_state enrich_state(void)
 void enrich_hold(int on)
 {
     if (!on) {
+        atomic_store(&tidy_due, 1);
         atomic_fetch_sub(&holds, 1);
         return;
     }
@@ -521,6 +523,17 @@ static long wait_ms(const struct enrich *e, long now)
     return next - now < 1 ? 1 : next - now;
 }
 
+/* After a sync, once none runs: app.enrich_tidy merges what the sync left for later in the
+   database (the search index's pending list, sql/008) on this thread's connection, so
+   neither the request nor the next sync's insert pays for it. */
+static void tidy(struct enrich *e, long now)
+{
+    if (!e->L || held(now) || !atomic_exchange(&tidy_due, 0))
+        return;
+    if (call_app(e, "enrich_tidy", 0) == 0)
+        lua_pop(e->L, 1);
+}
+
 static int may_claim(const struct enrich *e, long now)
 {
     return e->L && !held(now) && e->next_pending >= e->npending && now >= e->next_claim_ms &&
@@ -535,6 +548,7 @@ static void *enrich_run(void *arg)
         refresh_vm(e);
         long now = now_ms();
         circuit_tick(e, now);
+        tidy(e, now);
         if (may_claim(e, now))
             claim(e, now);
         start_due(e, now);

@@ -27,6 +27,7 @@ enum enrich_state enrich_state(void);
 /*
 ** A sync of this process begins (on = 1) or ends (on = 0): while any runs, the fetcher
 ** starts no fetch, claims nothing and defers its writes (for at most 10 s at a stretch).
+** Once none runs, it calls app.enrich_tidy (the database's deferred upkeep) once per end.
 ** Thread-safe; every begin must be matched by one end.
 */
 void enrich_hold(int on);

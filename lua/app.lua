@@ -3,8 +3,8 @@
 --   handle(req)   one request -> one response table (see doc/ARCHITECTURE.md)
 --   cleanup()     periodic housekeeping: every route file's `cleanup` function
 --   routes()      what C needs to know of each route before its body arrives (below)
---   enrich_claim(n, owner), enrich_done(results), enrich_release(asins, delay_ms, owner)
---                 the metadata fetcher's calls (core/enrich.c), see lua/enrichment.lua
+--   enrich_claim(n, owner), enrich_done(results), enrich_release(asins, delay_ms, owner),
+--   enrich_tidy() the metadata fetcher's calls (core/enrich.c), see lua/enrichment.lua
 local _M = {}
 
 local json = require("json")
@@ -187,6 +187,10 @@ end
 
 function _M.enrich_release(asins, delay_ms, owner)
   return require("enrichment").release(asins, delay_ms, owner)
+end
+
+function _M.enrich_tidy()
+  return require("enrichment").tidy()
 end
 
 -- `shelfsync import --user EMAIL [--source S] [--marketplace M] FILE`: the route's own

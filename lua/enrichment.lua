@@ -6,6 +6,8 @@
 --   done(results)                   -> {outcome, ...}: results[i] = {asin, status, body,
 --                                      error, retry_after, ms} of finished fetches
 --   release(asins, delay_ms, owner) -> hands leased titles back, due after delay_ms
+--   tidy()                          after a sync of its process ended: merges the search
+--                                   index's pending list (sql/008), off the request path
 -- Request handlers call:
 --   due(n)                          for a sync's catalog read: SQL of "metadata due" ($n), $n
 --   enqueue(user_id, asins)         after a sync committed (its own statement, never raises)
@@ -182,6 +184,23 @@ function _M.claim(n, owner)
     out[i] = { asin = r.asin, url = provider.url(base, r.asin, r.region) }
   end
   return out
+end
+
+-- The trigram index takes a sync's new titles into its pending list (sql/008_write_cost.sql)
+-- and searches read that list too, so nothing waits for this: merging it here, on the
+-- fetcher's connection once no sync of this process runs, keeps searches fast and the next
+-- sync's insert from merging it inline. Cheap when the list is empty. A role that does not
+-- own the index may not merge it (autovacuum still does): that is logged once, not raised.
+local TRGM_INDEX = "title_catalog_search_text_trgm_idx"
+local tidy_refused = false
+
+function _M.tidy()
+  if tidy_refused then return end
+  local ok, err = pcall(db.query, "SELECT gin_clean_pending_list($1::regclass)", TRGM_INDEX)
+  if not ok then
+    tidy_refused = type(err) == "table" and err.sqlstate == "42501"
+    host.log("warn", "enrichment: search index pending list not merged: " .. tostring(err))
+  end
 end
 
 function _M.release(asins, delay_ms, owner)
