@@ -257,6 +257,25 @@ describe("enrichment", function()
     assert.same({ "uk", "uk" }, { provider:state().regions[a], catalog(a).metadata_region })
   end)
 
+  it("merges the trigram index's pending list once a sync has ended (sql/008)", function()
+    one("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+    finally(function() one("DROP EXTENSION IF EXISTS pgstattuple") end)
+    local function pending_pages()
+      return one("SELECT pending_pages FROM pgstatginindex('title_catalog_search_text_trgm_idx')").pending_pages
+    end
+    -- titles written outside a sync stay in the pending list: nothing merges it yet
+    one([[INSERT INTO title_catalog (asin, title, authors)
+          SELECT 'B0TIDY' || lpad(i::text, 4, '0'), 'Tidy title ' || i, ARRAY['Author ' || i]
+          FROM generate_series(1, 200) AS i]])
+    h.sleep(0.3)
+    assert.is_true(pending_pages() >= 5)
+    -- (the enrichment then writes the synced title, which may leave one page for later)
+    sync(w.srv, w.bob, { ext_item("B0TIDY9999") })
+    h.wait_until(function() return pending_pages() <= 1 end, 10, "the pending list to be merged")
+    local found = w.bob:get("/api/library?q=b0tidy9999")
+    assert.same({ 200, "B0TIDY9999" }, { found.status, found.json.items[1] and found.json.items[1].asin })
+  end)
+
   it("counts fetches by outcome, provider latency, the queue and the circuit in /metrics", function()
     local text = w.anon:get("/metrics").body
     assert.truthy(text:find('shelfsync_enrichment_fetches_total{outcome="ok"} %d'))
