@@ -89,7 +89,7 @@ static struct enrich *running;
 static atomic_int state = ENRICH_DISABLED;
 static atomic_int holds;               /* syncs running in this process (enrich_hold) */
 static atomic_long hold_since_ms;
-static atomic_int tidy_due;            /* a sync ended since the last app.enrich_tidy */
+static atomic_int tidy_due; /* a sync ended since the last app.enrich_tidy */
 
 static const char *const state_names[] = {"disabled", "closed", "open", "half_open"};
 
