@@ -428,6 +428,7 @@ local LIBRARY_COLUMNS = { "user_id", "title_id", "source", "listening_progress",
 -- these rows can exist: no ON CONFLICT (its speculative insertion probes the unique index
 -- first) and no RETURNING (nothing reads the ids). A row that did exist would fail the
 -- sync with 23505, never be written twice. About 15 % of the insert (bench/RESULTS.md).
+local move = table.move
 local INSERT_NEW_ENTRIES = [[
   INSERT INTO user_library (user_id, title_id, source, listening_progress, personal_rating, date_added)
   SELECT $1, n.title_id, n.source, n.listening_progress, n.personal_rating, n.date_added
@@ -711,13 +712,9 @@ local function library(user_id, prep, title_ids, now, covers)
   for first = 1, nnew, WRITE_CHUNK do
     local last = first + WRITE_CHUNK - 1
     if last > nnew then last = nnew end
-    if first == 1 and last == nnew then
-      db.query(INSERT_NEW_ENTRIES, user_id, new_tid, new_source, new_progress, new_rating, new_added)
-    else
-      db.query(INSERT_NEW_ENTRIES, user_id, { unpack(new_tid, first, last) }, { unpack(new_source, first, last) },
-        { unpack(new_progress, first, last) }, { unpack(new_rating, first, last) },
-        { unpack(new_added, first, last) })
-    end
+    local function part(t) return (first == 1 and last == nnew) and t or move(t, first, last, 1, {}) end
+    db.query(INSERT_NEW_ENTRIES, user_id, part(new_tid), part(new_source), part(new_progress),
+      part(new_rating), part(new_added))
   end
   if nrows > 0 then
     -- rows follow the ASIN order, not the (user_id, title_id) key: this user's rows are
