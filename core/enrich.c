@@ -2,10 +2,11 @@
 ** enrich.c: the metadata fetcher thread (see enrich.h).
 **
 ** The loop: rebuild the VM when the scripts moved; let the circuit breaker look at the
-** clock; after a sync ended, let Lua tidy the database (app.enrich_tidy); claim a batch from the queue when nothing is pending (app.enrich_claim, which
-** leases rows FOR UPDATE SKIP LOCKED); start pending fetches while the concurrency and the
-** start-rate limit allow; run libcurl; hand every finished fetch of this round to Lua in
-** one call (app.enrich_done: mapping, merge and queue bookkeeping in one transaction);
+** clock; after a sync ended, let Lua tidy the database (app.enrich_tidy); claim a batch
+** from the queue when nothing is pending (app.enrich_claim, which leases rows FOR UPDATE
+** SKIP LOCKED); start pending fetches while the concurrency and the start-rate limit
+** allow; run libcurl; hand every finished fetch of this round to Lua in one call
+** (app.enrich_done: mapping, merge and queue bookkeeping in one transaction);
 ** wait on curl_multi_poll. Lua calls run on this thread with their own PostgreSQL
 ** connection, so no request worker ever waits for the provider.
 **

@@ -424,10 +424,11 @@ end
 local LIBRARY_COLUMNS = { "user_id", "title_id", "source", "listening_progress", "personal_rating",
                           "date_added", "removed_at" }
 -- Entries the user never had: a plain INSERT, one array per column. The stored read ran
--- under the sync's advisory lock, which every writer of a user's entries takes, so none of
--- these rows can exist: no ON CONFLICT (its speculative insertion probes the unique index
--- first) and no RETURNING (nothing reads the ids). A row that did exist would fail the
--- sync with 23505, never be written twice. About 15 % of the insert (bench/RESULTS.md).
+-- under the sync's advisory lock, which every path that adds a user's entries takes (the
+-- manual add of routes/library.lua too), so none of these rows can exist: no ON CONFLICT
+-- (its speculative insertion probes the unique index first) and no RETURNING (nothing
+-- reads the ids). A row that did exist would fail the sync with 23505, never be written
+-- twice. About a fifth of the insert in PostgreSQL (bench/RESULTS.md, issue 16).
 local move = table.move
 local INSERT_NEW_ENTRIES = [[
   INSERT INTO user_library (user_id, title_id, source, listening_progress, personal_rating, date_added)
