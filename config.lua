@@ -40,6 +40,11 @@ return {
   -- PostgreSQL
   database_url = "",              -- empty: the embedded cluster under var/ (make run / make test)
   statement_timeout_ms = 15000,
+  prepared_statements = 256,      -- per connection: a statement run twice is prepared once and
+                                  -- reused (least recently used beyond this many: deallocated).
+                                  -- 0: off, which a transaction-mode pooler (pgbouncer
+                                  -- pool_mode = transaction) needs: it may run each statement
+                                  -- on another server session, which lacks the prepared ones
   migrate_on_start = true,
 
   -- Secrets and identity

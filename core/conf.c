@@ -84,6 +84,7 @@ static const struct conf_key conf_keys[] = {
     /* PostgreSQL */
     STR("database_url", AT(database_url), 1) /* may hold a password */,
     NUM("statement_timeout_ms", CONF_INT, AT(statement_timeout_ms), 0, 86400000),
+    NUM("prepared_statements", CONF_INT, AT(prepared_statements), 0, 100000), /* 0: off */
     BOOL("migrate_on_start", AT(migrate_on_start)),
     /* Secrets and identity */
     STR("secret", AT(secret), 1),

@@ -28,6 +28,7 @@ struct conf {
     long instruction_limit;       /* Lua VM instructions per request */
     long instructions_per_body_byte; /* ... plus this many per byte of (inflated) body */
     int statement_timeout_ms;
+    int prepared_statements; /* per database connection; 0: none (transaction-mode pooler) */
     int shutdown_grace_s;
     int cleanup_interval_s;
     int migrate_on_start;

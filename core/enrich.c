@@ -610,6 +610,7 @@ int enrich_start(const struct conf *c, char *err, size_t errlen)
         snprintf(err, errlen, "enrichment: out of memory");
         goto fail;
     }
+    pg_conn_set_statement_cache(e->pg, c->prepared_statements);
     curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)c->metadata_concurrency);
     set_state(ENRICH_CLOSED);
     if (pthread_create(&e->thread, NULL, enrich_run, e) != 0) {

@@ -97,6 +97,8 @@ static int cmd_cleanup(const struct conf *c)
         return 1;
     }
     struct pg_conn *pg = pg_conn_new(c->database_url, c->statement_timeout_ms);
+    if (pg)
+        pg_conn_set_statement_cache(pg, c->prepared_statements);
     pg_attach(L, pg);
     int rc = call_cleanup(L);
     vm_close(L);
@@ -163,6 +165,8 @@ static int cmd_import(const struct conf *c, const struct import_args *a)
         goto fail;
     }
     pg = pg_conn_new(c->database_url, c->statement_timeout_ms);
+    if (pg)
+        pg_conn_set_statement_cache(pg, c->prepared_statements);
     pg_attach(L, pg);
     if (vm_push_app_fn(L, "import_file") < 0) {
         log_error("lua/app.lua has no import_file");

@@ -4,9 +4,10 @@
 ** Lua contract (every function works on the state's connection: the one the
 ** worker attached with pg_attach, or the one host.pg.connect opened):
 **
-**   host.pg.connect(conninfo[, statement_timeout_ms]) -> true | nil, err
+**   host.pg.connect(conninfo[, statement_timeout_ms[, statement_cache]]) -> true | nil, err
 **       Only in a state without an attached connection (specs, CLI tools). The
 **       connection then belongs to the state (closed when the state is).
+**       statement_cache: prepared statements kept (default 256; 0: none, see below).
 **   host.pg.query(sql, ...) -> rows | nil, err
 **       One statement; the varargs are $1..$n, sent as text parameters:
 **       nil / null -> NULL, boolean -> t/f, integer, float (%.17g), string
@@ -43,6 +44,14 @@
 ** gone: every statement is refused (kind "connection") until the caller calls
 ** rollback(), so no statement of that transaction can run outside it on a new
 ** connection; commit() reports the loss.
+**
+** Prepared statements. A statement host.pg.query or upsert runs (one the server
+** plans: SELECT, INSERT, UPDATE, DELETE, WITH, VALUES, TABLE, MERGE) is prepared on
+** its second use on a connection and then only bound and executed: see pg_stmt.c for
+** the cache (bounded, least recently used evicted) and run_statement for how a
+** statement the session lost or whose result type changed is handled. Off with a
+** statement cache of 0: the one setting that works behind a transaction-mode pooler,
+** which may run each statement on another server session.
 **
 ** Every session is set to TimeZone UTC and DateStyle ISO; pg_value.c reads
 ** the text forms (offsets applied to timestamps). Text results were chosen
@@ -207,6 +216,7 @@ static void conn_drop(struct pg_conn *c)
     c->in_tx = 0;
     c->ntypes = 0;  /* type OIDs can change when the server or database does */
     pg_schema_forget(c);
+    pg_stmt_forget(c); /* a new session has no prepared statements */
 }
 
 static atomic_int pending_cancels;
@@ -437,6 +447,75 @@ static int sql_is_read(const char *sql)
     return 1;
 }
 
+PGresult *pg_send_wait(struct pg_conn *c, const char *sql, const char *name, int nparams,
+                       const char *const *values, const int *lengths, const int *formats,
+                       struct pg_error *e)
+{
+    int sent =
+        name == NULL  ? PQsendQueryParams(c->conn, sql, nparams, NULL, values, lengths, formats, 0)
+        : sql == NULL ? PQsendQueryPrepared(c->conn, name, nparams, values, lengths, formats, 0)
+                      : PQsendPrepare(c->conn, name, sql, 0, NULL);
+    return sent ? wait_result(c, e) : NULL;
+}
+
+/* True for a statement the server plans (the ones worth preparing); not for DDL, SET, ... */
+static int sql_is_planned(const char *sql)
+{
+    static const char *const words[] = {"select", "insert", "update", "delete", "with",
+                                        "values", "table",  "merge",  NULL};
+    const char *p = sql;
+    size_t n;
+
+    while (isspace((unsigned char)*p) || *p == '(')
+        p++;
+    for (n = 0; isalpha((unsigned char)p[n]); n++)
+        ;
+    for (int i = 0; words[i]; i++)
+        if (n == strlen(words[i]) && strncasecmp(p, words[i], n) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+** Runs sql once on the open connection, as a cached prepared statement when flags allow
+** (pg_stmt.c) and as an unnamed one otherwise; results as pg_send_wait's. A cached statement
+** the session no longer has (26000: DISCARD ALL, a pooler) or whose result type changed
+** (0A000: a migration altered a table under a `SELECT *`) is forgotten and, outside a
+** transaction block, run once more: it failed at Bind, before doing anything. Inside a
+** block the failure aborted the transaction, so it is the caller's error like any other.
+*/
+static PGresult *run_statement(struct pg_conn *c, const char *sql, int nparams,
+                               const char *const *values, const int *lengths, const int *formats,
+                               int flags, struct pg_error *e)
+{
+    for (int attempt = 0;; attempt++) {
+        PGresult *res = NULL;
+        const char *name = NULL;
+        const char *state;
+
+        if ((flags & EXEC_PREPARE) && c->max_stmts > 0)
+            name = pg_stmt_name(c, sql, &res, e);
+        if (res != NULL || c->conn == NULL)
+            return res; /* preparing failed: the statement's own error, or no answer */
+        if (name == NULL)
+            return pg_send_wait(c, sql, NULL, nparams, values, lengths, formats, e);
+        res = pg_send_wait(c, NULL, name, nparams, values, lengths, formats, e);
+        if (res == NULL || PQresultStatus(res) != PGRES_FATAL_ERROR)
+            return res;
+        state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (state == NULL || (strcmp(state, "0A000") != 0 && strcmp(state, "26000") != 0))
+            return res;
+        pg_stmt_invalidate(c, name, state, e);
+        if (c->conn == NULL) {
+            PQclear(res);
+            return NULL;
+        }
+        if (attempt > 0 || PQtransactionStatus(c->conn) != PQTRANS_IDLE)
+            return res;
+        PQclear(res);
+    }
+}
+
 /* The single retry of reads and the lost-transaction state: see the top comment. */
 PGresult *pg_execp(struct pg_conn *c, const char *sql, int nparams, const char *const *values,
                    const int *lengths, const int *formats, int flags, struct pg_error *e)
@@ -468,9 +547,7 @@ PGresult *pg_execp(struct pg_conn *c, const char *sql, int nparams, const char *
             if (conn_open(c, e) < 0)
                 return NULL;
         }
-        res = PQsendQueryParams(c->conn, sql, nparams, NULL, values, lengths, formats, 0)
-                  ? wait_result(c, e)
-                  : NULL;
+        res = run_statement(c, sql, nparams, values, lengths, formats, flags, e);
         if (c->conn == NULL) { /* past the deadline: never retried, it would wait again */
             if (was_in_tx && !c->tx_lost) {
                 char what[sizeof(e->msg)];
@@ -522,7 +599,14 @@ struct pg_conn *pg_conn_new(const char *conninfo, int statement_timeout_ms)
         return NULL;
     }
     c->statement_timeout_ms = statement_timeout_ms;
+    c->max_stmts = PG_STATEMENT_CACHE_DEFAULT;
     return c;
+}
+
+void pg_conn_set_statement_cache(struct pg_conn *c, int max)
+{
+    pg_stmt_forget(c);
+    c->max_stmts = max > 0 ? max : 0;
 }
 
 void pg_conn_free(struct pg_conn *c)
@@ -590,11 +674,12 @@ void pg_attach(lua_State *L, struct pg_conn *c)
     lua_rawsetp(L, LUA_REGISTRYINDEX, &OWNED_KEY);
 }
 
-/* host.pg.connect(conninfo[, statement_timeout_ms]) */
+/* host.pg.connect(conninfo[, statement_timeout_ms[, statement_cache]]) */
 static int l_connect(lua_State *L)
 {
     const char *conninfo = luaL_checkstring(L, 1);
     int timeout = (int)luaL_optinteger(L, 2, 0);
+    lua_Integer cache = luaL_optinteger(L, 3, PG_STATEMENT_CACHE_DEFAULT);
     struct pg_conn **box;
     struct pg_error e;
 
@@ -614,6 +699,7 @@ static int l_connect(lua_State *L)
     *box = pg_conn_new(conninfo, timeout);
     if (*box == NULL)
         return luaL_error(L, "host.pg.connect: out of memory");
+    pg_conn_set_statement_cache(*box, cache > INT32_MAX ? INT32_MAX : (int)cache);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &OWNED_KEY);  /* the previous one is collected */
     lua_pushlightuserdata(L, *box);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &CONN_KEY);
@@ -639,6 +725,8 @@ static int run_query(lua_State *L, struct pg_conn *c, const char *sql, int first
         return pg_push_error(L, &e);
     if (sql_is_read(sql))
         flags |= EXEC_READ;
+    if (sql_is_planned(sql))
+        flags |= EXEC_PREPARE;
     res = pg_exec(c, sql, n, values, flags, &e);
     if (res == NULL)
         return pg_push_error(L, &e);

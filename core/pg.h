@@ -18,6 +18,15 @@ struct pg_conn;
 */
 struct pg_conn *pg_conn_new(const char *conninfo, int statement_timeout_ms);
 
+/* Prepared statements a connection keeps unless told otherwise (pg_conn_set_statement_cache). */
+#define PG_STATEMENT_CACHE_DEFAULT 256
+
+/*
+** Keeps at most max prepared statements on c (0: none, every statement runs unnamed, as a
+** transaction-mode pooler needs). Call before c is used: it forgets what c has cached.
+*/
+void pg_conn_set_statement_cache(struct pg_conn *c, int max);
+
 /* Closes the connection (if any) and frees c. NULL is accepted. */
 void pg_conn_free(struct pg_conn *c);
 

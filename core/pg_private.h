@@ -66,6 +66,11 @@ struct pg_conn {
     struct pg_type *types;   /* non-builtin type OIDs seen on this connection */
     size_t ntypes, captypes;
     struct pg_table *tables; /* upsert schema cache for this connection */
+    struct pg_stmt *stmts;   /* prepared statements of this session (pg_stmt.c) */
+    int nstmts, max_stmts;   /* max_stmts <= 0: nothing is prepared */
+    unsigned stmt_seq;       /* the last statement name handed out (s<seq>) */
+    uint64_t stmt_tick;      /* use counter: orders the entries by last use */
+    uint64_t *stmt_seen;     /* hashes of texts seen once (pg_stmt.c) */
 };
 
 /* ------------------------------------------------------------------ pg.c */
@@ -74,6 +79,7 @@ struct pg_conn {
 #define EXEC_READ 1          /* may be retried once after a loss mid-statement */
 #define EXEC_NO_RECONNECT 2  /* must run on the current connection (COMMIT/ROLLBACK) */
 #define EXEC_IGNORE_LOST 4   /* runs even while a lost transaction awaits rollback */
+#define EXEC_PREPARE 8       /* may run as a cached prepared statement (pg_stmt.c) */
 
 /* Resets e to an error of kind with sqlstate (may be NULL) and msg. */
 void pg_err_set(struct pg_error *e, enum pg_kind kind, const char *sqlstate, const char *msg);
@@ -86,6 +92,17 @@ void pg_err_set(struct pg_error *e, enum pg_kind kind, const char *sqlstate, con
 */
 PGresult *pg_execp(struct pg_conn *c, const char *sql, int nparams, const char *const *values,
                    const int *lengths, const int *formats, int flags, struct pg_error *e);
+
+/*
+** One round trip on c->conn, waited for within the statement timeout plus a grace: with
+** name NULL, sql runs as an unnamed statement with the parameters; with sql NULL, the
+** prepared statement name runs with them; with both, sql is prepared as name. Returns the
+** last result (the caller PQclears it), or NULL: with c->conn dropped and e filled when the
+** server did not answer in time, else the connection's error message says why.
+*/
+PGresult *pg_send_wait(struct pg_conn *c, const char *sql, const char *name, int nparams,
+                       const char *const *values, const int *lengths, const int *formats,
+                       struct pg_error *e);
 
 /* pg_execp with text parameters. */
 PGresult *pg_exec(struct pg_conn *c, const char *sql, int nparams, const char *const *values,
@@ -154,6 +171,26 @@ int pg_sink_array(lua_State *L, struct pg_sink *s, int idx, struct pg_error *e);
 
 /* Formats the number at idx as PostgreSQL reads it back exactly; returns the length. */
 size_t pg_format_number(lua_State *L, int idx, char *buf, size_t len);
+
+/* ------------------------------------------------------------- pg_stmt.c */
+
+/*
+** The name of sql's prepared statement on c, preparing it when this is its second use;
+** NULL when it is to run unnamed (cache off, first use, an aborted transaction, out of
+** memory). When preparing failed, NULL with *res set to the failed result (the
+** statement's own error), or with c->conn dropped and e filled (no answer in time).
+*/
+const char *pg_stmt_name(struct pg_conn *c, const char *sql, PGresult **res, struct pg_error *e);
+
+/*
+** A cached statement failed with sqlstate 0A000 (its result type changed: DEALLOCATEd and
+** forgotten) or 26000 (the session lost it: every entry is forgotten). e as pg_send_wait's.
+*/
+void pg_stmt_invalidate(struct pg_conn *c, const char *name, const char *sqlstate,
+                        struct pg_error *e);
+
+/* Frees every entry and forgets the texts seen: the connection is gone. */
+void pg_stmt_forget(struct pg_conn *c);
 
 /* ----------------------------------------------------------- pg_upsert.c */
 

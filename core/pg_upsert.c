@@ -762,7 +762,7 @@ static int upsert_fill_missing(lua_State *L, struct pg_conn *c, const struct ups
     }
     luaL_pushresult(&B);
     res = pg_execp(c, lua_tostring(L, -1), u->nkey, values, lengths, formats,
-                     EXEC_NO_RECONNECT, e);
+                   EXEC_NO_RECONNECT | EXEC_PREPARE, e);
     if (res == NULL) {
         lua_settop(L, top);
         return -1;
@@ -800,7 +800,8 @@ static PGresult *upsert_exec(lua_State *L, struct pg_conn *c, const struct upser
     }
     if (push_column_params(L, u, positions, u->ncols, u->order, u->nuniq, values, lengths, e) < 0)
         return NULL;
-    return pg_execp(c, lua_tostring(L, sqlidx), u->ncols, values, lengths, formats, 0, e);
+    return pg_execp(c, lua_tostring(L, sqlidx), u->ncols, values, lengths, formats, EXEC_PREPARE,
+                    e);
 }
 
 /*

@@ -167,6 +167,7 @@ struct worker_pool *worker_pool_start(const struct conf *c, char *err, size_t er
             snprintf(err, errlen, "out of memory");
             goto fail;
         }
+        pg_conn_set_statement_cache(w->pg, c->prepared_statements);
         pg_attach(w->L, w->pg);
     }
     for (int i = 0; i < p->total; i++) {

@@ -554,3 +554,174 @@ describe("host.pg.upsert racing another transaction", function()
     assert.same({ { id = other_id, inserted = false, changed = false } }, { table.unpack(res) })
   end)
 end)
+
+-- ---- the prepared-statement cache (core/pg_stmt.c) ----
+
+describe("host.pg prepared statements", function()
+  -- What this session has prepared, by statement text; read with a text never run twice,
+  -- so the reading itself is never prepared.
+  local reads = 0
+  local function prepared()
+    reads = reads + 1
+    local rows = assert(host.pg.query("SELECT name, statement, generic_plans + custom_plans AS runs "
+      .. "FROM pg_prepared_statements /* read " .. reads .. " */"))
+    local by_text = {}
+    for _, r in ipairs(rows) do by_text[r.statement] = r end
+    return by_text, #rows
+  end
+
+  -- A fresh connection with the given cache size (nil: the default), for fn.
+  local function fresh(cache, fn)
+    local ok, err = pcall(function()
+      assert(host.pg.connect(DATABASE_URL, 0, cache))
+      fn()
+    end)
+    assert(host.pg.connect(DATABASE_URL))
+    if not ok then error(err, 0) end
+  end
+
+  before_each(function()
+    assert(pg().query("DROP TABLE IF EXISTS ps_t"))
+    assert(pg().query("CREATE TABLE ps_t (a int)"))
+  end)
+  teardown(function() assert(pg().query("DROP TABLE IF EXISTS ps_t")) end)
+
+  it("prepares a statement on its second use and reuses that one statement afterwards", function()
+    fresh(nil, function()
+      local sql = "SELECT $1::int + 1 AS n"
+      local got = { assert(host.pg.query(sql, 1))[1].n }
+      local after_first = select(2, prepared())
+      for i = 2, 4 do got[i] = assert(host.pg.query(sql, i))[1].n end
+      local by_text, n = prepared()
+      assert.same({ { 2, 3, 4, 5 }, 0, 1, 3 }, { got, after_first, n, by_text[sql] and by_text[sql].runs })
+    end)
+  end)
+
+  it("never prepares a text run once, nor DDL run twice", function()
+    fresh(nil, function()
+      assert(host.pg.query("SELECT 'once' AS x"))
+      assert(host.pg.query("CREATE TEMP TABLE ps_tmp (a int)"))
+      assert(host.pg.query("DROP TABLE ps_tmp"))
+      assert(host.pg.query("CREATE TEMP TABLE ps_tmp (a int)"))
+      assert.equal(0, select(2, prepared()))
+    end)
+  end)
+
+  it("prepares the batched upsert's statements and reuses them for the next batch", function()
+    fresh(nil, function()
+      h.reset_db()
+      for i = 1, 3 do
+        assert(host.pg.upsert(catalog_spec(rows_of(1, 5, "v" .. i), { update = {}, keep_on_null = {} })))
+      end
+      local runs = {}
+      for text, r in pairs(prepared()) do
+        if text:find("INSERT INTO \"title_catalog\"", 1, true) then runs.upsert = r.runs end
+        if text:find("^SELECT k.ss_ord") then runs.missing = r.runs end
+      end
+      assert.same({ upsert = 2, missing = 1 }, runs)  -- batch 1 inserts, 2 and 3 find every row
+    end)
+  end)
+
+  it("runs a SELECT * again transparently after ALTER TABLE ADD COLUMN changed its result type", function()
+    fresh(nil, function()
+      assert(host.pg.query("INSERT INTO ps_t VALUES (1)"))
+      local sql = "SELECT * FROM ps_t"
+      assert(host.pg.query(sql))
+      assert.same({ a = 1 }, assert(host.pg.query(sql))[1])
+      assert(host.pg.query("ALTER TABLE ps_t ADD COLUMN b int DEFAULT 7"))
+      local rows, err = host.pg.query(sql)
+      assert.same({ { a = 1, b = 7 }, nil }, { rows and rows[1], err })
+      assert.equal(1, prepared()[sql].runs)  -- prepared anew, and that one ran once
+    end)
+  end)
+
+  it("inside a transaction reports the changed result type and retries nothing in the aborted transaction", function()
+    fresh(nil, function()
+      local sql = "SELECT * FROM ps_t"
+      assert(host.pg.query(sql))
+      assert(host.pg.query(sql))
+      assert(host.pg.query("ALTER TABLE ps_t ADD COLUMN b int"))
+      assert(host.pg.begin())
+      local rows, err = host.pg.query(sql)
+      local again, err2 = host.pg.query(sql)
+      assert(host.pg.rollback())
+      assert.same({ nil, "0A000", nil, "25P02" }, { rows, err.sqlstate, again, err2.sqlstate })
+      assert.equal(0, #assert(host.pg.query(sql)))
+    end)
+  end)
+
+  it("runs a write once more, once, when the session lost its prepared statements (DEALLOCATE ALL)", function()
+    fresh(nil, function()
+      local sql = "INSERT INTO ps_t VALUES ($1)"
+      assert(host.pg.query(sql, 1))
+      assert(host.pg.query(sql, 2))
+      assert(host.pg.query("DEALLOCATE ALL"))
+      local rows, err = host.pg.query(sql, 3)
+      assert.same({ 1, nil }, { rows and rows.affected, err })
+      local got = {}
+      for i, r in ipairs(assert(host.pg.query("SELECT a FROM ps_t ORDER BY a"))) do got[i] = r.a end
+      assert.same({ 1, 2, 3 }, got)
+    end)
+  end)
+
+  it("does not cache a statement that fails to prepare, and prepares it once it can be", function()
+    fresh(nil, function()
+      local sql = "SELECT b FROM ps_t"
+      for _ = 1, 3 do
+        local rows, err = host.pg.query(sql)
+        assert.same({ nil, "42703" }, { rows, err.sqlstate })
+      end
+      assert.is_nil(prepared()[sql])
+      assert(host.pg.query("ALTER TABLE ps_t ADD COLUMN b int"))
+      assert(host.pg.query(sql))
+      assert(host.pg.query(sql))
+      assert.equal(2, prepared()[sql].runs)  -- seen before: prepared on its first success
+    end)
+  end)
+
+  it("starts over on a new connection: nothing cached is used on the new session", function()
+    fresh(nil, function()
+      local sql = "SELECT $1::int AS v"
+      assert(host.pg.query(sql, 1))
+      assert(host.pg.query(sql, 2))
+      assert.is_table(prepared()[sql])
+      local pid = assert(host.pg.query("SELECT pg_backend_pid() AS pid"))[1].pid
+      local code, out = h.run(h.pgbin .. "/psql -X -q " .. h.shell_quote(DATABASE_URL)
+        .. " -c 'SELECT pg_terminate_backend(" .. pid .. ")'")
+      assert.equal(0, code, out)
+      h.wait_until(function() return host.pg.ping() end, 5, "the reconnection")
+      local rows, err = host.pg.query(sql, 3)
+      assert.same({ 3, nil }, { rows and rows[1].v, err })
+      -- the first use on the new session ran unnamed: the old name was neither executed nor
+      -- prepared again on the way
+      assert.same({ 0 }, { select(2, prepared()) })
+    end)
+  end)
+
+  it("keeps at most the configured number, evicting the least recently used", function()
+    fresh(3, function()
+      local function q(i) return "SELECT " .. i .. " AS v, $1::int AS w" end
+      for i = 1, 5 do
+        assert(host.pg.query(q(i), i))
+        assert(host.pg.query(q(i), i))
+      end
+      assert(host.pg.query(q(3), 0))  -- 3 is now more recent than 4 and 5
+      assert(host.pg.query(q(1), 0))  -- 1 comes back, evicting 4
+      local by_text, n = prepared()
+      assert.same({ 3, true, true, true, false },
+                  { n, by_text[q(1)] ~= nil, by_text[q(3)] ~= nil, by_text[q(5)] ~= nil, by_text[q(4)] ~= nil })
+      assert.equal(7, assert(host.pg.query(q(4), 7))[1].w)
+    end)
+  end)
+
+  it("prepares nothing when the cache is off (0)", function()
+    fresh(0, function()
+      h.reset_db()
+      for i = 1, 3 do
+        assert.equal(i, assert(host.pg.query("SELECT $1::int AS v", i))[1].v)
+        assert(host.pg.upsert(catalog_spec(rows_of(1, 5), { update = {}, keep_on_null = {} })))
+      end
+      assert.equal(0, select(2, prepared()))
+    end)
+  end)
+end)

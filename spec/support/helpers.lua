@@ -327,6 +327,7 @@ end
 
 local PGBIN = os.getenv("SHELFSYNC_PGBIN")
   or select(2, _M.run("ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1")):match("%S+")
+_M.pgbin = PGBIN
 local IS_ROOT = select(2, _M.run("id -u")):match("%d+") == "0"
 
 -- PostgreSQL refuses to run as root.
