@@ -714,6 +714,18 @@ describe("host.pg prepared statements", function()
     end)
   end)
 
+  it("runs a statement with more than 8 KiB of parameters unnamed, planned for its values", function()
+    fresh(nil, function()
+      local sql = "SELECT count(*) AS n FROM unnest($1::text[]) AS u(v)"
+      local many, few = {}, { "a", "b" }
+      for i = 1, 2000 do many[i] = string.format("B%09d", i) end
+      for _ = 1, 3 do assert.equal(2000, assert(host.pg.query(sql, many))[1].n) end
+      local big_prepared = prepared()[sql]
+      for _ = 1, 2 do assert.equal(2, assert(host.pg.query(sql, few))[1].n) end
+      assert.same({ false, 1 }, { big_prepared ~= nil, prepared()[sql].runs })
+    end)
+  end)
+
   it("prepares nothing when the cache is off (0)", function()
     fresh(0, function()
       h.reset_db()
