@@ -80,7 +80,9 @@ print(format("bench-api: %d titles for one user seeded in %d ms", TITLES, host.c
 local function statement_of(route_file, path, query)
   local routes = dofile(ROOT .. "/routes/" .. route_file)
   local handler
-  for _, r in ipairs(routes) do if r.path == path then handler = r.handler end end
+  for _, r in ipairs(routes) do
+    if r.path == path and r.method == "GET" then handler = r.handler end
+  end
   assert(handler, "no route " .. path)
   local calls, real = {}, pg.query
   pg.query = function(sql, ...)
