@@ -462,6 +462,11 @@ PGresult *pg_send_wait(struct pg_conn *c, const char *sql, const char *name, int
     return sent ? wait_result(c, e) : NULL;
 }
 
+PGresult *pg_wait(struct pg_conn *c, struct pg_error *e)
+{
+    return wait_result(c, e);
+}
+
 /* True for a statement the server plans (the ones worth preparing); not for DDL, SET, ... */
 static int sql_is_planned(const char *sql)
 {
@@ -532,11 +537,7 @@ static PGresult *run_statement(struct pg_conn *c, const char *sql, int nparams,
         state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         if (state == NULL || (strcmp(state, "0A000") != 0 && strcmp(state, "26000") != 0))
             return res;
-        pg_stmt_invalidate(c, name, state, e);
-        if (c->conn == NULL) {
-            PQclear(res);
-            return NULL;
-        }
+        pg_stmt_invalidate(c, name, state);
         if (attempt > 0 || PQtransactionStatus(c->conn) != PQTRANS_IDLE)
             return res;
         PQclear(res);

@@ -71,6 +71,8 @@ struct pg_conn {
     unsigned stmt_seq;       /* the last statement name handed out (s<seq>) */
     uint64_t stmt_tick;      /* use counter: orders the entries by last use */
     uint64_t *stmt_seen;     /* hashes of texts seen once (pg_stmt.c) */
+    char *stmt_gone;         /* names dropped, awaiting DEALLOCATE (pg_stmt.c) */
+    int ngone;
 };
 
 /* ------------------------------------------------------------------ pg.c */
@@ -103,6 +105,9 @@ PGresult *pg_execp(struct pg_conn *c, const char *sql, int nparams, const char *
 PGresult *pg_send_wait(struct pg_conn *c, const char *sql, const char *name, int nparams,
                        const char *const *values, const int *lengths, const int *formats,
                        struct pg_error *e);
+
+/* The result of what was just sent on c->conn (PQsendQuery ...), as pg_send_wait's. */
+PGresult *pg_wait(struct pg_conn *c, struct pg_error *e);
 
 /* pg_execp with text parameters. */
 PGresult *pg_exec(struct pg_conn *c, const char *sql, int nparams, const char *const *values,
@@ -183,11 +188,10 @@ size_t pg_format_number(lua_State *L, int idx, char *buf, size_t len);
 const char *pg_stmt_name(struct pg_conn *c, const char *sql, PGresult **res, struct pg_error *e);
 
 /*
-** A cached statement failed with sqlstate 0A000 (its result type changed: DEALLOCATEd and
-** forgotten) or 26000 (the session lost it: every entry is forgotten). e as pg_send_wait's.
+** A cached statement failed with sqlstate 0A000 (its result type changed: forgotten, and
+** DEALLOCATEd later) or 26000 (the session lost it: every entry is forgotten).
 */
-void pg_stmt_invalidate(struct pg_conn *c, const char *name, const char *sqlstate,
-                        struct pg_error *e);
+void pg_stmt_invalidate(struct pg_conn *c, const char *name, const char *sqlstate);
 
 /* Frees every entry and forgets the texts seen: the connection is gone. */
 void pg_stmt_forget(struct pg_conn *c);

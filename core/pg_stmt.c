@@ -13,8 +13,9 @@
 ** prepare a statement one use early, or one use late).
 **
 ** The cache holds at most max statements; past that the least recently used one is
-** DEALLOCATEd. Names are never reused on a connection, so a DEALLOCATE that could not run
-** (an aborted transaction) leaves a server-side statement behind but no wrong answer.
+** dropped, and DEALLOCATEd before the next statement that runs outside a transaction
+** block. Names are never reused on a connection, so a DEALLOCATE that could not run
+** leaves a server-side statement behind but no wrong answer.
 ** Everything is forgotten with the connection (pg_stmt_forget, from conn_drop): a new
 ** session has no prepared statements.
 */
@@ -28,12 +29,16 @@
 
 /* Entries of the seen table; a power of two. */
 #define SEEN_SLOTS 1024
+/* Room for "s" and a 32-bit sequence number. */
+#define PG_STMT_NAME_MAX 16
+/* Dropped statements awaiting their DEALLOCATE (flush_gone). */
+#define GONE_MAX 32
 
 struct pg_stmt {
     uint64_t hash;
     uint64_t used; /* c->stmt_tick at the last use: the least recent is evicted */
     char *sql;
-    char name[16];
+    char name[PG_STMT_NAME_MAX];
 };
 
 /* FNV-1a: the texts are short and hashed once per statement run. */
@@ -53,9 +58,12 @@ void pg_stmt_forget(struct pg_conn *c)
         free(c->stmts[i].sql);
     free(c->stmts);
     free(c->stmt_seen);
+    free(c->stmt_gone);
     c->stmts = NULL;
     c->stmt_seen = NULL;
+    c->stmt_gone = NULL;
     c->nstmts = 0;
+    c->ngone = 0;
     c->stmt_seq = 0;
     c->stmt_tick = 0;
 }
@@ -83,24 +91,40 @@ static int seen_before(struct pg_conn *c, uint64_t h)
 }
 
 /*
-** Removes the entry at i, DEALLOCATEing it on the server when asked and the session can
-** take a command (not in an aborted transaction). A DEALLOCATE that fails is not an error
-** of the caller's statement: names are never reused, so the leftover is harmless. When the
-** connection is dropped meanwhile (past the deadline), e says so.
+** Removes the entry at i. Its DEALLOCATE waits for flush_gone: sent inside the caller's
+** transaction block, a DEALLOCATE that fails (the session lost the statement already)
+** would abort the caller's transaction. A name that does not fit in the queue is left on
+** the server: names are never reused, so a leftover is harmless.
 */
-static void drop_entry(struct pg_conn *c, int i, int deallocate, struct pg_error *e)
+static void drop_entry(struct pg_conn *c, int i)
 {
-    char sql[32];
-
-    snprintf(sql, sizeof(sql), "DEALLOCATE %s", c->stmts[i].name);
+    if (c->ngone < GONE_MAX &&
+        (c->stmt_gone != NULL || (c->stmt_gone = malloc(GONE_MAX * PG_STMT_NAME_MAX)) != NULL))
+        memcpy(c->stmt_gone + (size_t)c->ngone++ * PG_STMT_NAME_MAX, c->stmts[i].name,
+               PG_STMT_NAME_MAX);
     free(c->stmts[i].sql);
     c->stmts[i] = c->stmts[--c->nstmts];
-    if (deallocate && c->conn && PQtransactionStatus(c->conn) != PQTRANS_INERROR)
-        PQclear(pg_send_wait(c, sql, NULL, 0, NULL, NULL, NULL, e));
 }
 
-void pg_stmt_invalidate(struct pg_conn *c, const char *name, const char *sqlstate,
-                        struct pg_error *e)
+/*
+** DEALLOCATEs the dropped entries in one round trip, outside any transaction block. Its
+** outcome is not the caller's: a failure leaves a harmless leftover (see drop_entry). When
+** the connection is dropped meanwhile (past the deadline), e says so.
+*/
+static void flush_gone(struct pg_conn *c, struct pg_error *e)
+{
+    char sql[GONE_MAX * (PG_STMT_NAME_MAX + 12) + 1];
+    size_t n = 0;
+
+    for (int i = 0; i < c->ngone; i++)
+        n += (size_t)snprintf(sql + n, sizeof(sql) - n, "DEALLOCATE %s;",
+                              c->stmt_gone + (size_t)i * PG_STMT_NAME_MAX);
+    c->ngone = 0;
+    if (PQsendQuery(c->conn, sql))
+        PQclear(pg_wait(c, e));
+}
+
+void pg_stmt_invalidate(struct pg_conn *c, const char *name, const char *sqlstate)
 {
     if (strcmp(sqlstate, "26000") == 0) {
         /* Gone on the server (DISCARD ALL, DEALLOCATE ALL, a pooler's reset): the others
@@ -112,7 +136,7 @@ void pg_stmt_invalidate(struct pg_conn *c, const char *name, const char *sqlstat
     }
     for (int i = 0; i < c->nstmts; i++)
         if (strcmp(c->stmts[i].name, name) == 0) {
-            drop_entry(c, i, 1, e);
+            drop_entry(c, i);
             return;
         }
 }
@@ -120,15 +144,15 @@ void pg_stmt_invalidate(struct pg_conn *c, const char *name, const char *sqlstat
 /*
 ** Prepares sql as a new entry (evicting the least recently used one when full). Returns the
 ** entry, or NULL: with *res set to the failed PREPARE's result (the statement's own error,
-** which the caller reports as if it had run it); with c->conn dropped and e filled (past
-** the deadline); or with neither (out of memory, or the PREPARE could not be sent: the
+** which the caller reports as if it had run it); with c->conn dropped and e filled (no
+** answer in time); or with neither (out of memory, or the PREPARE could not be sent: the
 ** caller sends the statement unnamed, which reports a broken connection as usual).
 */
 static struct pg_stmt *prepare(struct pg_conn *c, uint64_t h, const char *sql, PGresult **res,
                                struct pg_error *e)
 {
     struct pg_stmt *s;
-    char name[16];
+    char name[PG_STMT_NAME_MAX];
     char *copy;
 
     *res = NULL;
@@ -137,9 +161,7 @@ static struct pg_stmt *prepare(struct pg_conn *c, uint64_t h, const char *sql, P
         for (int i = 1; i < c->nstmts; i++)
             if (c->stmts[i].used < c->stmts[lru].used)
                 lru = i;
-        drop_entry(c, lru, 1, e);
-        if (c->conn == NULL)
-            return NULL; /* dropped while deallocating: e says why */
+        drop_entry(c, lru);
     }
     if (c->stmts == NULL && (c->stmts = calloc((size_t)c->max_stmts, sizeof(*c->stmts))) == NULL)
         return NULL;
@@ -169,6 +191,11 @@ const char *pg_stmt_name(struct pg_conn *c, const char *sql, PGresult **res, str
     if (c->max_stmts <= 0 || c->conn == NULL ||
         PQtransactionStatus(c->conn) == PQTRANS_INERROR) /* it would only fail: say so as before */
         return NULL;
+    if (c->ngone > 0 && PQtransactionStatus(c->conn) == PQTRANS_IDLE) {
+        flush_gone(c, e);
+        if (c->conn == NULL)
+            return NULL;
+    }
     h = sql_hash(sql);
     s = find(c, h, sql);
     if (s == NULL && seen_before(c, h))

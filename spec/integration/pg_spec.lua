@@ -714,6 +714,25 @@ describe("host.pg prepared statements", function()
     end)
   end)
 
+  it("evicts inside a transaction without touching it, even when the session lost the evicted statement", function()
+    fresh(2, function()
+      local function q(i) return "SELECT " .. i .. " AS v, $1::int AS w" end
+      for i = 1, 2 do
+        assert(host.pg.query(q(i), i))
+        assert(host.pg.query(q(i), i))
+      end
+      assert(host.pg.query("DEALLOCATE ALL"))
+      assert(host.pg.begin())
+      assert(host.pg.query(q(3), 3))
+      assert(host.pg.query(q(3), 3))  -- prepared now, evicting q(1)
+      local rows, err = host.pg.query(q(3), 3)
+      local ok, cerr = host.pg.commit()
+      assert.same({ 3, nil, true, nil }, { rows and rows[1].w, err, ok, cerr })
+      assert.equal(4, assert(host.pg.query(q(2), 4))[1].w)  -- lost too: run again, once
+      assert.equal(5, assert(host.pg.query(q(3), 5))[1].w)
+    end)
+  end)
+
   it("runs a statement with more than 8 KiB of parameters unnamed, planned for its values", function()
     fresh(nil, function()
       local sql = "SELECT count(*) AS n FROM unnest($1::text[]) AS u(v)"
