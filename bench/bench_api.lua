@@ -117,8 +117,8 @@ local function to_ms(v, unit)
   return v
 end
 
-local function wrk(path)
-  local url = URL .. path
+local function wrk(path, base)
+  local url = (base or URL) .. path
   local header = "-H " .. sh_quote("Cookie: " .. cookie)
   run(format("wrk -t1 -c%d -d2s %s %s", CONNECTIONS, header, sh_quote(url)))     -- warm-up
   local out = run(format("wrk -t1 -c%d -d%ds --latency %s %s", CONNECTIONS, SECONDS, header, sh_quote(url)))
@@ -151,6 +151,38 @@ local CASES = {
   { name = "dashboard", path = "/api/dashboard", file = "dashboard.lua", route = "/api/dashboard",
     query = {} },
 }
+
+-- ---- A/B: the same endpoints on a second server (BENCH_URL_B, another configuration) ----
+
+local URL_B = os.getenv("BENCH_URL_B") or ""
+local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "5")
+
+local function median(t)
+  table.sort(t)
+  local n = #t
+  return n % 2 == 1 and t[(n + 1) // 2] or (t[n // 2] + t[n // 2 + 1]) / 2
+end
+
+-- wrk on A and B in turn, ROUNDS times per endpoint: medians of req/s and p99, and each
+-- round's B/A ratio of req/s (the ratio of one round is measured under one load).
+if URL_B ~= "" then
+  print(format("bench-api A/B: A %s, B %s, %d rounds of %d s per endpoint (load average %s before)",
+    URL, URL_B, ROUNDS, SECONDS, io.open("/proc/loadavg"):read("l"):match("^(%S+)")))
+  print("| endpoint | A req/s | A p99 | B req/s | B p99 | A / B req/s (median of rounds) |")
+  print("|---|---:|---:|---:|---:|---:|")
+  for _, c in ipairs(CASES) do
+    local ar, ap, br, bp, ratio = {}, {}, {}, {}, {}
+    for i = 1, ROUNDS do
+      local a, b
+      if i % 2 == 1 then a = wrk(c.path); b = wrk(c.path, URL_B) else b = wrk(c.path, URL_B); a = wrk(c.path) end
+      ar[i], ap[i], br[i], bp[i], ratio[i] = a.rps, a.p99, b.rps, b.p99, a.rps / b.rps
+    end
+    print(format("| `GET %s` | %.0f | %.2f ms | %.0f | %.2f ms | %.2f |", c.path, median(ar), median(ap),
+      median(br), median(bp), median(ratio)))
+  end
+  print(format("(load average %s after)", io.open("/proc/loadavg"):read("l"):match("^(%S+)")))
+  os.exit(0)
+end
 
 local results = {}
 local LOAD_BEFORE
