@@ -97,8 +97,12 @@ static int cmd_cleanup(const struct conf *c)
         return 1;
     }
     struct pg_conn *pg = pg_conn_new(c->database_url, c->statement_timeout_ms);
-    if (pg)
-        pg_conn_set_statement_cache(pg, c->prepared_statements);
+    if (!pg) {
+        log_error("out of memory");
+        vm_close(L);
+        return 1;
+    }
+    pg_conn_set_statement_cache(pg, c->prepared_statements);
     pg_attach(L, pg);
     int rc = call_cleanup(L);
     vm_close(L);
@@ -165,8 +169,11 @@ static int cmd_import(const struct conf *c, const struct import_args *a)
         goto fail;
     }
     pg = pg_conn_new(c->database_url, c->statement_timeout_ms);
-    if (pg)
-        pg_conn_set_statement_cache(pg, c->prepared_statements);
+    if (!pg) {
+        log_error("out of memory");
+        goto fail;
+    }
+    pg_conn_set_statement_cache(pg, c->prepared_statements);
     pg_attach(L, pg);
     if (vm_push_app_fn(L, "import_file") < 0) {
         log_error("lua/app.lua has no import_file");
