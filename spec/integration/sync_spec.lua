@@ -257,6 +257,23 @@ describe("Library sync", function()
       end
     end)
 
+    it("rewrites a changed entry's every personal field: unrated again, bought, listened", function()
+      local c = h.login(srv, "rewrite@example.com")
+      local items = small(3, 116)
+      items[2].source, items[2].personalRating, items[2].listeningProgress = "WISHLIST", 4, 0
+      assert.same(200, import(srv, token_for(c), items).status)
+      local before = library_of(c.user.id)[items[2].asin]
+      assert.same({ "WISHLIST", 4, 0 }, { before.source, before.personal_rating, before.listening_progress })
+      items[2].source, items[2].personalRating, items[2].listeningProgress = "LIBRARY", 0, 55
+      assert.same(200, import(srv, token_for(c), items).status)
+      local after = library_of(c.user.id)[items[2].asin]
+      assert.same({ before.id, "LIBRARY", null, 55 },
+        { after.id, after.source, after.personal_rating, after.listening_progress })
+      -- the other two were equal: not rewritten (updated_at stays at the first sync's)
+      assert.same(1, one([[SELECT count(*)::int AS n FROM user_library
+                           WHERE user_id = $1 AND updated_at > created_at]], c.user.id).n)
+    end)
+
     it("marks titles left out of a sync removed, and a later sync restores the same entry", function()
       local c = h.login(srv, "drop-restore@example.com")
       local items = small(10, 105)
