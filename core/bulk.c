@@ -71,6 +71,7 @@ static void bulk_free(struct bulk *b)
         yajl_free(b->h);
     b->h = NULL;
     free(b->raw);
+    free(b->next_field);
     free(b->relems.v);
     free(b->scratch.p);
     free(b->rows);
@@ -79,6 +80,7 @@ static void bulk_free(struct bulk *b)
     free(b->present);
     free(b->refused);
     b->raw = b->rows = NULL;
+    b->next_field = NULL;
     b->relems.v = b->elems.v = NULL;
     b->scratch.p = b->arena.p = NULL;
     b->present = NULL;
@@ -121,7 +123,8 @@ static int l_decode(lua_State *L)
     b->spec = s, b->L = L, b->text = text, b->text_len = len, b->key = key, b->key_len = klen;
     b->max_items = max < 0 ? -1 : max;
     b->pending_field = -1;
-    if (!(b->raw = calloc((size_t)s->nfields + 1, sizeof *b->raw)))
+    if (!(b->raw = calloc((size_t)s->nfields + 1, sizeof *b->raw)) ||
+        !(b->next_field = calloc((size_t)s->nfields + 1, sizeof *b->next_field)))
         return luaL_error(L, "bulk: out of memory");
     char why[256];
     int rc = bulk_json_parse(b, why, sizeof why);
@@ -147,9 +150,10 @@ static int l_decode(lua_State *L)
         return 3;
     }
     free(b->raw);
+    free(b->next_field);
     free(b->relems.v);
     free(b->scratch.p);
-    b->raw = NULL, b->relems.v = NULL, b->scratch.p = NULL;
+    b->raw = NULL, b->next_field = NULL, b->relems.v = NULL, b->scratch.p = NULL;
     b->relems.n = b->relems.cap = b->scratch.n = b->scratch.cap = 0;
     b->L = NULL;
     lua_pushvalue(L, 2);

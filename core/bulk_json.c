@@ -97,6 +97,7 @@ static int on_value(struct bulk *b, int vk, const struct val *sv)
             return bulk_check_element(b, sv->t == V_NULL ? E_NULL : E_NOT_OBJECT);
         bulk_check_begin(b);
         push = vk == VK_MAP ? F_ELEM_OBJ : F_ELEM_ARR;
+        b->last_field = 0;
         b->elem_nonempty = 0;
         break;
     case F_ELEM_ARR:
@@ -201,6 +202,21 @@ static int cb_start_array(void *ctx)
     return on_value(ctx, VK_ARRAY, NULL);
 }
 
+/* An element key's field index, or -1. Clients send every element's keys in the same order:
+** the field that followed the previous key last time is tried first. */
+static int element_key(struct bulk *b, const char *s, size_t n)
+{
+    const struct spec *sp = b->spec;
+    int g = b->next_field[b->last_field] - 1, f;
+    if (g >= 0 && sp->fields[g].len == n && !memcmp(sp->fields[g].name, s, n))
+        f = g;
+    else if ((f = bulk_field_index(sp, s, n)) < 0)
+        return -1;
+    b->next_field[b->last_field] = f + 1;
+    b->last_field = f + 1;
+    return f;
+}
+
 static int cb_map_key(void *ctx, const unsigned char *s, size_t n)
 {
     struct bulk *b = ctx;
@@ -212,7 +228,7 @@ static int cb_map_key(void *ctx, const unsigned char *s, size_t n)
         b->titles = T_NOT_ARRAY;
         break;
     case F_ELEM_OBJ:
-        b->pending_field = bulk_field_index(b->spec, (const char *)s, n);
+        b->pending_field = element_key(b, (const char *)s, n);
         break;
     case F_FIELD_OBJ:
         b->raw[b->frame_field[b->depth - 1]].nonempty = 1;

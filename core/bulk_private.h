@@ -235,6 +235,8 @@ struct bulk {
     int depth;
     int pending_titles; /* the root object's current key is `key` */
     int pending_field;  /* the element's current key: a field index, or -1 */
+    int last_field;     /* the element's previous known key: a field index + 1, 0 at its start */
+    int *next_field;    /* [last_field]: the field index + 1 whose key came next last time */
     int frame_field[MAX_DEPTH + 1];
     int root, titles;
     int too_deep, check_failed;
