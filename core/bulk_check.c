@@ -44,8 +44,11 @@ static void add_err(struct bulk *b, const char *field, long index, const char *m
         lua_pushvalue(L, top);
     lua_setfield(L, -2, "message");
     lua_rawseti(L, b->errs_idx, (lua_Integer)lua_rawlen(L, b->errs_idx) + 1);
-    if (!msg)
+    if (!msg) {
         lua_remove(L, top);
+        if (b->errs_idx > top) /* opened above the message: it moved down with the removal */
+            b->errs_idx--;
+    }
 }
 
 /* Keeps a cleaned string: a range of the text stays there, anything else goes to the arena. */
