@@ -34,7 +34,7 @@ local COLUMNS = { "asin", "source", "listeningProgress", "personalRating", "date
 
 assert(SIZE <= host.config.sync_max_titles, "BENCH_SIZE is above sync_max_titles")
 local SPEC = assert(bulk.compile(rules.ITEM, { fields = sync_import.PRESENT_FIELDS,
-  blank = rules.PLACEHOLDERS, sent = "asin" }))
+  blank = rules.PLACEHOLDERS, sent = "asin", shapes = validate.shapes }))
 local CHECK = validate.checker(rules.ITEM, { text_checked = true })
 
 local function median(t)

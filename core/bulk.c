@@ -6,6 +6,9 @@
 **   local spec, why = host.bulk.compile(rule, opts)
 **       rule: a validate.lua object rule; opts.fields: names whose presence goes into the
 **       per-item mask (bit j-1 for fields[j]); opts.blank: strings that count as absent there.
+**       opts.shapes: validate.shapes, so a check validate.shape_check made runs here, from
+**       its data, instead of a call into Lua per value (one whose patterns this runner does
+**       not read is called, as any other check).
 **       nil, reason when the rule uses a key or value this runner does not implement (the
 **       caller keeps the Lua path): nothing a rule says is ever skipped.
 **   local b, kind, message = host.bulk.decode(spec, text, key, max_items)
@@ -54,7 +57,7 @@ static int l_compile(lua_State *L)
     luaL_setmetatable(L, SPEC_MT);
     lua_newtable(L); /* the check functions, by index */
     char why[256];
-    if (bulk_rules_compile(L, s, 1, lua_gettop(L), why, sizeof why) < 0) {
+    if (bulk_rules_compile(L, s, 1, 2, lua_gettop(L), why, sizeof why) < 0) {
         lua_pushnil(L);
         lua_pushstring(L, why);
         return 2;

@@ -390,6 +390,29 @@ static int call_check(struct bulk *b, const struct rule *r, const char *field, l
     return 1;
 }
 
+/* A check validate.shape_check made, run here on the cleaned string as its function runs. */
+static int run_shapes(struct bulk *b, const struct rule *r, const char *field, long index,
+                      const struct val *out)
+{
+    const unsigned char *p = (const unsigned char *)bulk_str_of(b, out);
+    size_t n = out->len;
+    for (int i = 0; i < r->nshapes; i++) {
+        const struct shape *sh = &r->shapes[i];
+        if ((sh->has_len && sh->len != (lua_Integer)n) || (sh->plus && n == 0))
+            continue;
+        size_t k = 0;
+        while (k < n && (sh->set[p[k] >> 3] >> (p[k] & 7) & 1))
+            k++;
+        if (k == n)
+            return 1;
+    }
+    add_err(b, field, index,
+            r->message     ? r->message
+            : r->shape_msg ? r->shape_msg
+                           : "is not valid");
+    return 0;
+}
+
 /* One present value (not nil, not JSON null) against its rule. */
 static int run_rule(struct bulk *b, const struct rule *r, const struct val *raw, const char *field,
                     long index, struct val *out)
@@ -419,7 +442,7 @@ static int run_rule(struct bulk *b, const struct rule *r, const struct val *raw,
         return check_array(b, r, raw, field, out);
     }
     if (ok && r->check && out->t != V_ABSENT && out->t != V_NULL)
-        ok = call_check(b, r, field, index, out);
+        ok = r->shapes ? run_shapes(b, r, field, index, out) : call_check(b, r, field, index, out);
     if (ok && out->t == V_STR)
         keep_str(b, out);
     return ok;

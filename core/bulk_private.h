@@ -126,12 +126,23 @@ struct konst {
     int b;
 };
 
+/* One shape of a check made by validate.shape_check: #v == len (when has_len) and v matches
+** ^[set]+$ (or ^[set]*$, plus = 0), set as a bitmap of bytes. */
+struct shape {
+    int has_len, plus;
+    lua_Integer len;
+    unsigned char set[32];
+};
+
 struct rule {
     int kind;
     int required, drop;
     struct konst def, null_if;
-    char *message;              /* the rule's `message` (custom), or NULL */
-    int check;                  /* index of `check` in the spec's uservalue, 0 = none */
+    char *message;        /* the rule's `message` (custom), or NULL */
+    int check;            /* index of `check` in the spec's uservalue, 0 = none */
+    struct shape *shapes; /* the check's shapes when it runs here, or NULL (called) */
+    int nshapes;
+    char *shape_msg;            /* the message the check answers, or NULL */
     int trim, keep_empty, fold; /* fold: 1 upper, 2 lower */
     int has_len, has_min_len, has_max_len;
     struct num len, min_len, max_len;
@@ -274,11 +285,12 @@ static inline const char *bulk_str_of(const struct bulk *b, const struct val *v)
 
 /*
 ** Compiles the object rule at index rule into s (zeroed by the caller, s->sent = -1), its
-** check functions into the table at index uv. Returns 0, or -1 with the reason the rule
+** check functions into the table at index uv; opts (index, nil allowed) for opts.shapes. Returns 0, or -1 with the reason the rule
 ** cannot run in C in why (s then holds what was compiled so far: bulk_spec_free frees it).
 ** Raises only for out of memory.
 */
-int bulk_rules_compile(lua_State *L, struct spec *s, int rule, int uv, char *why, size_t whylen);
+int bulk_rules_compile(lua_State *L, struct spec *s, int rule, int opts, int uv, char *why,
+                       size_t whylen);
 
 /* Reads compile()'s opts (index idx, nil allowed) into s: 0; misuse raises. */
 int bulk_rules_opts(lua_State *L, struct spec *s, int idx);

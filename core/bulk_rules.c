@@ -26,6 +26,8 @@ static void rule_free(struct rule *r)
     free(r->range_msg);
     free(r->min_items_msg);
     free(r->max_items_msg);
+    free(r->shapes);
+    free(r->shape_msg);
     if (r->items) {
         rule_free(r->items);
         free(r->items);
@@ -38,6 +40,7 @@ struct compiler {
     lua_State *L;
     struct spec *s;
     int uv;
+    int shapes; /* opts.shapes (validate.shapes), or 0 */
     char why[256];
 };
 
@@ -168,6 +171,97 @@ static char *limit_msg(lua_State *L, const char *head, struct num n, const char 
 }
 
 static int compile_rule(struct compiler *c, int idx, const char *path, int is_item, struct rule *r);
+
+static void set_range(unsigned char *set, unsigned char lo, unsigned char hi)
+{
+    for (unsigned k = lo; k <= hi; k++)
+        set[k >> 3] |= (unsigned char)(1u << (k & 7));
+}
+
+/* A Lua pattern ^X+$ or ^X*$, X a %d or a [set] of characters, ranges and %d, into sh: 1, or
+** 0 for any other pattern (the check is then called, as ever). */
+static int read_pattern(const char *p, size_t n, struct shape *sh)
+{
+    if (n < 4 || p[0] != '^' || p[n - 1] != '$' || (p[n - 2] != '+' && p[n - 2] != '*'))
+        return 0;
+    sh->plus = p[n - 2] == '+';
+    const char *q = p + 1, *e = p + n - 2; /* the item */
+    if (e - q == 2 && q[0] == '%' && q[1] == 'd') {
+        set_range(sh->set, '0', '9');
+        return 1;
+    }
+    if (e - q < 3 || q[0] != '[' || e[-1] != ']')
+        return 0;
+    q++, e--; /* the set's body: Lua ends it at its first ']', so one inside is not read */
+    if (*q == '^' || memchr(q, ']', (size_t)(e - q)))
+        return 0;
+    while (q < e) {
+        if (*q == '%' && e - q >= 2 && q[1] == 'd') {
+            set_range(sh->set, '0', '9');
+            q += 2;
+        } else if (*q == '%' || *q == '[' || *q == ']') {
+            return 0;
+        } else if (e - q > 2 && q[1] == '-') { /* a range, as Lua's matchbracketclass */
+            set_range(sh->set, (unsigned char)q[0], (unsigned char)q[2]);
+            q += 3;
+        } else {
+            set_range(sh->set, (unsigned char)q[0], (unsigned char)q[0]);
+            q++;
+        }
+    }
+    return 1;
+}
+
+/* One {len =, pattern =} at the top into sh: 1, or 0 when this runner cannot read it. */
+static int read_shape(lua_State *L, struct shape *sh)
+{
+    int t = lua_getfield(L, -1, "len"), ok = t == LUA_TNIL || lua_isinteger(L, -1);
+    sh->has_len = t != LUA_TNIL;
+    sh->len = ok && sh->has_len ? lua_tointeger(L, -1) : 0;
+    lua_pop(L, 1);
+    size_t n;
+    if (lua_getfield(L, -1, "pattern") != LUA_TSTRING)
+        ok = 0;
+    const char *p = lua_tolstring(L, -1, &n);
+    ok = ok && read_pattern(p, n, sh);
+    lua_pop(L, 1);
+    return ok;
+}
+
+/* The check function at the top, when validate.shape_check made it (opts.shapes[fn]) and its
+** shapes are ones this runner reads: they go into r, and the check runs here. Otherwise r is
+** left as it was: the function is called. */
+static void read_shapes(struct compiler *c, struct rule *r)
+{
+    lua_State *L = c->L;
+    int top = lua_gettop(L);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, c->shapes) != LUA_TTABLE)
+        goto done;
+    int mt = lua_getfield(L, top + 1, "message");
+    if ((mt != LUA_TSTRING && mt != LUA_TNIL) || lua_getfield(L, top + 1, "shapes") != LUA_TTABLE)
+        goto done;
+    int n = (int)lua_rawlen(L, -1);
+    struct shape *sh = calloc((size_t)n + 1, sizeof *sh);
+    if (!sh)
+        luaL_error(L, "bulk: out of memory");
+    for (int i = 1; i <= n; i++) {
+        int ok = lua_rawgeti(L, top + 3, i) == LUA_TTABLE && read_shape(L, &sh[i - 1]);
+        lua_pop(L, 1);
+        if (!ok) {
+            free(sh);
+            goto done;
+        }
+    }
+    r->shapes = sh;
+    r->nshapes = n;
+    if (mt == LUA_TSTRING) {
+        lua_pushvalue(L, top + 2);
+        r->shape_msg = dup_top(L);
+    }
+done:
+    lua_settop(L, top);
+}
 
 static int compile_string(struct compiler *c, int idx, const char *path, struct rule *r)
 {
@@ -345,6 +439,8 @@ static int compile_rule(struct compiler *c, int idx, const char *path, int is_it
     }
     int ct = lua_getfield(L, idx, "check");
     if (ct == LUA_TFUNCTION) {
+        if (c->shapes && !strcmp(type, "string"))
+            read_shapes(c, r);
         r->check = ++c->s->nchecks;
         lua_rawseti(L, c->uv, r->check);
     } else {
@@ -486,14 +582,20 @@ int bulk_rules_opts(lua_State *L, struct spec *s, int idx)
     return 0;
 }
 
-int bulk_rules_compile(lua_State *L, struct spec *s, int rule, int uv, char *why, size_t whylen)
+int bulk_rules_compile(lua_State *L, struct spec *s, int rule, int opts, int uv, char *why,
+                       size_t whylen)
 {
-    struct compiler c = {L, s, uv, ""};
-    if (compile_fields(&c, rule) < 0) {
-        snprintf(why, whylen, "%s", c.why);
-        return -1;
+    struct compiler c = {L, s, uv, 0, ""};
+    int top = lua_gettop(L);
+    if (lua_istable(L, opts) && lua_getfield(L, opts, "shapes") != LUA_TNIL) {
+        luaL_argcheck(L, lua_istable(L, -1), opts, "opts.shapes must be a table");
+        c.shapes = lua_gettop(L);
     }
-    return 0;
+    int rc = compile_fields(&c, rule);
+    lua_settop(L, top);
+    if (rc < 0)
+        snprintf(why, whylen, "%s", c.why);
+    return rc;
 }
 
 void bulk_spec_free(struct spec *s)

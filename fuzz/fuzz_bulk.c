@@ -15,7 +15,7 @@ static const char *INIT =
     "local rules = require('sync_rules')\n"
     "local bulk_diff = require('spec.support.bulk_diff')\n"
     "local SPEC = assert(host.bulk.compile(rules.ITEM, { fields = bulk_diff.FIELDS,\n"
-    "  blank = rules.PLACEHOLDERS, sent = 'asin' }))\n"
+    "  blank = rules.PLACEHOLDERS, sent = 'asin', shapes = require('validate').shapes }))\n"
     "function fuzz(s)\n"
     "  if s:sub(1, 1) == '!' then s = '{\"titles\":[' .. s:sub(2) .. ']}' end\n"
     "  local problem = bulk_diff.compare(SPEC, s, 40, nil, nil, { cjson_only = true })\n"

@@ -23,7 +23,8 @@
 --             check), so a rule can say what it wants ("must be 10 letters or digits")
 --   check     fn(cleaned) -> value | nil, message: a rule data cannot say (a Lua pattern has
 --             no alternation), run on a present value after the type's checks; the value
---             it returns is the cleaned one. lua/types.lua holds the shared ones.
+--             it returns is the cleaned one. lua/types.lua holds the shared ones;
+--             validate.shape_check builds one from data (host.bulk runs those in C).
 -- string:  trim (default true: surrounding whitespace removed), empty ("absent" (default):
 --          "" counts as absent, an error when required; "keep"), upper / lower (case
 --          folding before the checks), len / min_len / max_len (in characters), pattern
@@ -247,6 +248,32 @@ FORMATS.uuid = function(s)
 end
 
 _M.formats = FORMATS
+
+-- ---- checks from data ----
+
+-- shapes[fn] = {message =, shapes = {{len =, pattern =}, ...}} for each check shape_check
+-- made: the data host.bulk.compile (opts.shapes) runs in C instead of calling fn.
+local shapes = setmetatable({}, { __mode = "k" })
+_M.shapes = shapes
+
+-- A `check` for string rules from data: v passes when one of the shapes holds (#v == len,
+-- when len is set, and v matches pattern), else nil, message. A pattern has no
+-- alternation: ASINs are 10 letters or digits or 13 digits, two shapes.
+function _M.shape_check(message, list)
+  local own = {}
+  for i, s in ipairs(list) do own[i] = { len = s.len, pattern = s.pattern } end
+  local n_shapes = #own
+  local function check(v)
+    local n = #v
+    for i = 1, n_shapes do
+      local s = own[i]
+      if (s.len == nil or n == s.len) and find(v, s.pattern) then return v end
+    end
+    return nil, message
+  end
+  shapes[check] = { message = message, shapes = own }
+  return check
+end
 
 -- ---- compilation ----
 --

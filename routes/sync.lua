@@ -156,7 +156,7 @@ local function item_spec()
   local rule = sync_rules.ITEM
   if compiled.rule ~= rule then
     local spec, why = bulk.compile(rule, { fields = sync_import.PRESENT_FIELDS,
-      blank = sync_rules.PLACEHOLDERS, sent = "asin" })
+      blank = sync_rules.PLACEHOLDERS, sent = "asin", shapes = validate.shapes })
     if not spec then host.log("warn", "sync import: the Lua validator runs ITEM: " .. why) end
     compiled.rule, compiled.spec = rule, spec
   end

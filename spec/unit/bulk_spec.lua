@@ -10,7 +10,9 @@ local rules = require("sync_rules")
 local json = require("json")
 
 local FIELDS = bulk_diff.FIELDS
-local SPEC = assert(bulk.compile(rules.ITEM, { fields = FIELDS, blank = rules.PLACEHOLDERS, sent = "asin" }))
+local validate = require("validate")
+local SPEC = assert(bulk.compile(rules.ITEM, { fields = FIELDS, blank = rules.PLACEHOLDERS, sent = "asin",
+  shapes = validate.shapes }))
 
 local concat, format, rep = table.concat, string.format, string.rep
 
@@ -331,6 +333,58 @@ describe("host.bulk.decode", function()
     local ok, err = pcall(bulk.decode, spec, '{"t":[{"code":"boom"}]}', "t")
     assert.is_false(ok)
     assert.truthy(tostring(err):find("check exploded", 1, true))
+  end)
+end)
+
+describe("host.bulk with opts.shapes", function()
+  local CODES = { "abc", "ABC", "a1", "", "  x ", "12345", "1234567890", "123456789012", "1234567890123",
+    "B00ABC123X", "b00abc123x", "B00ABC123-", "-", "a-c", "]", "%d", "\\u00e9", "caf\\u00e9", "0123456789012",
+    "A", "Z0", "zz" }
+
+  local function codes_body()
+    local items = {}
+    for i, c in ipairs(CODES) do items[i] = format('{"code":"%s"}', c) end
+    return '{"t":[' .. concat(items, ",") .. "]}"
+  end
+
+  it("runs a check made by validate.shape_check as its Lua function does, patterns it reads or not", function()
+    local checks = {
+      validate.shape_check("must be short", { { len = 3, pattern = "^[a-c0-9]+$" }, { pattern = "^%d*$" } }),
+      validate.shape_check(nil, { { pattern = "^[A-]+$" }, { len = 1, pattern = "^[%]]+$" } }),
+      validate.shape_check("none", {}),
+      validate.shape_check("letters", { { pattern = "^%a+$" } }),          -- not read: called
+      validate.shape_check("x", { { len = 10.0, pattern = "^[A-Z0-9]+$" } }), -- float len: called
+    }
+    for _, check in ipairs(checks) do
+      for _, extra in ipairs({ {}, { message = "custom" }, { upper = true }, { empty = "keep" } }) do
+        local r = { type = "string", check = check }
+        for k, v in pairs(extra) do r[k] = v end
+        local rule = { type = "object", fields = { code = r, tags = { type = "array", items = r } } }
+        local spec = assert(bulk.compile(rule, { shapes = validate.shapes }))
+        local problem = bulk_diff.compare(spec, codes_body(), nil, rule, "t")
+        assert(problem == nil, problem)
+        problem = bulk_diff.compare(spec, '{"t":[{"tags":["abc","x","12"]},{"tags":["ab1"]}]}', nil, rule, "t")
+        assert(problem == nil, problem)
+      end
+    end
+  end)
+
+  it("runs the shapes in C, not the function, when it reads every pattern", function()
+    local called = 0
+    local function check(v)
+      called = called + 1
+      return v
+    end
+    local registry = { [check] = { message = "must be digits", shapes = { { len = 2, pattern = "^%d+$" } } } }
+    local rule = { type = "object", fields = { code = { type = "string", check = check } } }
+    local b = bulk.decode(assert(bulk.compile(rule, { shapes = registry })), '{"t":[{"code":"12"},{"code":"1x"}]}', "t")
+    assert.same({ code = "12" }, b:item(1))
+    assert.same({ [2] = { { path = "code", message = "must be digits" } } }, b:refused())
+    assert.are.equal(0, called)
+    registry[check].shapes[1].pattern = "^%w+$"
+    b = bulk.decode(assert(bulk.compile(rule, { shapes = registry })), '{"t":[{"code":"12"},{"code":"1x"}]}', "t")
+    assert.same({ code = "1x" }, b:item(2))
+    assert.are.equal(2, called)
   end)
 end)
 
