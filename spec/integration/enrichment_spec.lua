@@ -50,12 +50,7 @@ local function ext_item(asin, extra)
 end
 
 local function sync(srv, c, items)
-  local tok = c:post("/api/sync/token", {})
-  assert(tok.status == 200, tok.body)
-  local res = assert(h.request("POST", srv.url .. "/api/sync/import", {
-    headers = { Authorization = "Bearer " .. tok.json.token, ["Content-Type"] = "application/json" },
-    body = json.encode({ titles = items }),
-  }))
+  local res = h.sync_items(srv, c, items)
   assert(res.status == 200, "sync: " .. res.status .. " " .. res.body)
   return res.json
 end

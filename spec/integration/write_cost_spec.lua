@@ -6,7 +6,6 @@
 -- the sync.
 local h = require("spec.support.helpers")
 
-local json = h.host.json
 local CHECK, UNIQUE = "23514", "23505"
 
 local pg
@@ -24,15 +23,7 @@ local function refuses(state, constraint, sql, ...)
     { state = err.sqlstate, named = tostring(err):find(constraint, 1, true) ~= nil }, tostring(err))
 end
 
-local function sync(srv, c, items)
-  local tok = c:post("/api/sync/token", {})
-  assert(tok.status == 200, tok.body)
-  local res = assert(h.request("POST", srv.url .. "/api/sync/import", {
-    headers = { Authorization = "Bearer " .. tok.json.token, ["Content-Type"] = "application/json" },
-    body = json.encode({ titles = items }),
-  }))
-  return res
-end
+local sync = h.sync_items
 
 local function asins_of(res)
   local out = {}

@@ -525,6 +525,17 @@ function _M.login(srv, email, name)
   return c
 end
 
+-- The signed-in client c syncs items ({asin =, title =, source =, ...}) the way the
+-- extension does: a fresh upload token, then POST /api/sync/import. Returns the response.
+function _M.sync_items(srv, c, items)
+  local tok = c:post("/api/sync/token", {})
+  assert(tok.status == 200, tok.body)
+  return assert(_M.request("POST", srv.url .. "/api/sync/import", {
+    headers = { Authorization = "Bearer " .. tok.json.token },
+    json = { titles = items },
+  }))
+end
+
 -- An empty database, a server, an anonymous client and a signed-in client for each name
 -- ("alice" signs in as alice@example.com, "Alice"): w.srv, w.pg, w.anon, w.alice, ...
 function _M.fresh_world(names, server_opts)
