@@ -116,31 +116,13 @@ describe("sync of new catalog titles", function()
       h.rows("DROP TRIGGER IF EXISTS spec_slow_insert ON title_catalog")
       h.rows("DROP FUNCTION IF EXISTS spec_slow_insert()")
     end)
-    local results = {}
     local co = {}
     for i, job in ipairs({ { a, pa }, { b, pb } }) do
       local tok = job[1]:post("/api/sync/token", {})
       assert.same(200, tok.status)
       co[i] = { token = tok.json.token, body = json.encode({ titles = job[2] }) }
     end
-    local dir = h.test_dir .. "/race-" .. h.host.crypto.uuid()
-    h.exec("mkdir -p " .. h.shell_quote(dir))
-    local cmds = {}
-    for i, job in ipairs(co) do
-      h.write_file(dir .. "/body" .. i, job.body)
-      cmds[#cmds + 1] = string.format(
-        "curl -s -o %s -w '%%{http_code}' -H %s -H 'Content-Type: application/json' " ..
-        "--data-binary @%s %s > %s &",
-        h.shell_quote(dir .. "/out" .. i), h.shell_quote("Authorization: Bearer " .. job.token),
-        h.shell_quote(dir .. "/body" .. i), h.shell_quote(srv.url .. "/api/sync/import"),
-        h.shell_quote(dir .. "/status" .. i))
-    end
-    h.exec(table.concat(cmds, " ") .. " wait")
-    for i = 1, 2 do
-      results[i] = { status = tonumber(h.read_file(dir .. "/status" .. i)),
-                     json = json.decode(h.read_file(dir .. "/out" .. i)) }
-    end
-    h.exec("rm -rf " .. h.shell_quote(dir))
+    local results = h.parallel_imports(srv, co)
     assert.same({ 200, 200 }, { results[1].status, results[2].status })
     local news = { results[1].json.newToCatalog, results[2].json.newToCatalog }
     table.sort(news)

@@ -50,31 +50,7 @@ local function err(res)
   return { status = res.status, error = res.json and res.json.error }
 end
 
--- Several imports at once (curl processes started together). jobs: {token=, body=}.
--- Returns {status=, json=} per job.
-local function parallel_imports(srv, jobs)
-  local dir = h.test_dir .. "/parallel-" .. host.crypto.uuid()
-  h.exec("mkdir -p " .. h.shell_quote(dir))
-  local cmds = {}
-  for i, job in ipairs(jobs) do
-    h.write_file(dir .. "/body" .. i, job.body)
-    cmds[#cmds + 1] = string.format(
-      "curl -s -o %s -w '%%{http_code}' -H %s -H 'Content-Type: application/json' " ..
-      "--data-binary @%s %s > %s &",
-      h.shell_quote(dir .. "/out" .. i), h.shell_quote("Authorization: Bearer " .. job.token),
-      h.shell_quote(dir .. "/body" .. i), h.shell_quote(srv.url .. "/api/sync/import"),
-      h.shell_quote(dir .. "/status" .. i))
-  end
-  h.exec(table.concat(cmds, " ") .. " wait")
-  local out = {}
-  for i = 1, #jobs do
-    local body = h.read_file(dir .. "/out" .. i) or ""
-    local ok, decoded = pcall(json.decode, body)
-    out[i] = { status = tonumber(h.read_file(dir .. "/status" .. i)), json = ok and decoded or nil }
-  end
-  h.exec("rm -rf " .. h.shell_quote(dir))
-  return out
-end
+local parallel_imports = h.parallel_imports
 
 -- The user's active library as asin -> entry row.
 local function library_of(user_id)

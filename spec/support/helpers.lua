@@ -536,6 +536,32 @@ function _M.sync_items(srv, c, items)
   }))
 end
 
+-- Several sync imports at once (curl processes started together). jobs: {token=, body=}
+-- (the JSON text). Returns {status=, json=} per job.
+function _M.parallel_imports(srv, jobs)
+  local dir = _M.test_dir .. "/parallel-" .. _M.host.crypto.uuid()
+  _M.exec("mkdir -p " .. _M.shell_quote(dir))
+  local cmds = {}
+  for i, job in ipairs(jobs) do
+    _M.write_file(dir .. "/body" .. i, job.body)
+    cmds[#cmds + 1] = string.format(
+      "curl -s -o %s -w '%%{http_code}' -H %s -H 'Content-Type: application/json' " ..
+      "--data-binary @%s %s > %s &",
+      _M.shell_quote(dir .. "/out" .. i), _M.shell_quote("Authorization: Bearer " .. job.token),
+      _M.shell_quote(dir .. "/body" .. i), _M.shell_quote(srv.url .. "/api/sync/import"),
+      _M.shell_quote(dir .. "/status" .. i))
+  end
+  _M.exec(table.concat(cmds, " ") .. " wait")
+  local out = {}
+  for i = 1, #jobs do
+    local body = _M.read_file(dir .. "/out" .. i) or ""
+    local ok, decoded = pcall(_M.host.json.decode, body)
+    out[i] = { status = tonumber(_M.read_file(dir .. "/status" .. i)), json = ok and decoded or nil }
+  end
+  _M.exec("rm -rf " .. _M.shell_quote(dir))
+  return out
+end
+
 -- An empty database, a server, an anonymous client and a signed-in client for each name
 -- ("alice" signs in as alice@example.com, "Alice"): w.srv, w.pg, w.anon, w.alice, ...
 function _M.fresh_world(names, server_opts)
