@@ -218,6 +218,7 @@ static void conn_drop(struct pg_conn *c)
         PQfinish(c->conn);
     c->conn = NULL;
     c->in_tx = 0;
+    c->inflight = 0;
     c->ntypes = 0;  /* type OIDs can change when the server or database does */
     pg_schema_forget(c);
     pg_stmt_forget(c); /* a new session has no prepared statements */
@@ -550,6 +551,7 @@ PGresult *pg_execp(struct pg_conn *c, const char *sql, int nparams, const char *
 {
     int retried = 0;
 
+    pg_drain(c);
     if (c->tx_lost && !(flags & EXEC_IGNORE_LOST)) {
         pg_err_set(e, PG_KIND_CONNECTION, "08006",
                 "database connection lost inside a transaction; roll it back first");
@@ -608,6 +610,71 @@ PGresult *pg_execp(struct pg_conn *c, const char *sql, int nparams, const char *
             return NULL;
         retried = 1;
     }
+}
+
+int pg_sendp(struct pg_conn *c, const char *sql, int nparams, const char *const *values,
+             const int *lengths, const int *formats, struct pg_error *e)
+{
+    pg_drain(c);
+    if (c->tx_lost) {
+        pg_err_set(e, PG_KIND_CONNECTION, "08006",
+                   "database connection lost inside a transaction; roll it back first");
+        return -1;
+    }
+    if (c->conn == NULL || !c->in_tx) {
+        pg_err_set(e, PG_KIND_QUERY, "25P01", "a statement sent ahead needs an open transaction");
+        return -1;
+    }
+    if (!PQsendQueryParams(c->conn, sql, nparams, NULL, values, lengths, formats, 0)) {
+        char what[sizeof(e->msg)];
+        first_line(what, sizeof(what), PQerrorMessage(c->conn));
+        conn_drop(c);
+        lose_tx(c, e, what);
+        return -1;
+    }
+    c->inflight = 1;
+    return 0;
+}
+
+PGresult *pg_collect(struct pg_conn *c, struct pg_error *e)
+{
+    PGresult *res;
+    ExecStatusType st;
+    char what[sizeof(e->msg)];
+
+    if (!c->inflight) {
+        pg_err_set(e, PG_KIND_QUERY, "XX000", "pg_collect: nothing was sent");
+        return NULL;
+    }
+    c->inflight = 0;
+    res = wait_result(c, e);
+    if (c->conn == NULL) { /* past the deadline: the connection was dropped */
+        snprintf(what, sizeof(what), "%s", e->msg);
+        lose_tx(c, e, what);
+        return NULL;
+    }
+    st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        c->in_tx = PQtransactionStatus(c->conn) != PQTRANS_IDLE;
+        return res;
+    }
+    err_from_result(e, c->conn, res);
+    PQclear(res);
+    if (PQstatus(c->conn) != CONNECTION_BAD && e->kind != PG_KIND_CONNECTION) {
+        c->in_tx = PQtransactionStatus(c->conn) != PQTRANS_IDLE;
+        return NULL;
+    }
+    snprintf(what, sizeof(what), "%s", e->msg);
+    conn_drop(c);
+    lose_tx(c, e, what);
+    return NULL;
+}
+
+void pg_drain(struct pg_conn *c)
+{
+    struct pg_error e;
+    if (c->inflight)
+        PQclear(pg_collect(c, &e));
 }
 
 PGresult *pg_exec(struct pg_conn *c, const char *sql, int nparams, const char *const *values,
@@ -826,6 +893,7 @@ static int l_commit(lua_State *L)
     struct pg_error e;
     int n;
 
+    pg_drain(c); /* a chunk sent ahead and never collected: its failure aborts the commit */
     if (c->tx_lost) {
         c->tx_lost = 0;
         pg_err_set(&e, PG_KIND_CONNECTION, "08006",

@@ -62,6 +62,7 @@ struct pg_conn {
     int statement_timeout_ms;
     PGconn *conn;
     int in_tx;     /* a transaction block was open after the last statement */
+    int inflight;  /* a statement was sent by pg_sendp and its result not yet collected */
     int tx_lost;   /* the connection died inside a transaction not yet ended */
     struct pg_type *types;   /* non-builtin type OIDs seen on this connection */
     size_t ntypes, captypes;
@@ -106,6 +107,19 @@ PGresult *pg_send_wait(struct pg_conn *c, const char *sql, const char *name, int
                        const char *const *values, const int *lengths, const int *formats,
                        struct pg_error *e);
 
+/*
+** A statement sent without waiting for it, so that the caller can prepare the next one while
+** the server runs this one (pg_upsert.c's chunked form). Only on an open connection inside a
+** transaction: never retried, never reconnected. pg_sendp returns 0, or -1 with e filled;
+** pg_collect then returns its result as pg_execp would (NULL with e filled on failure). A
+** result left uncollected (a Lua error between the two) is read and dropped by the next
+** statement on c (pg_drain), so the connection never stays busy.
+*/
+int pg_sendp(struct pg_conn *c, const char *sql, int nparams, const char *const *values,
+             const int *lengths, const int *formats, struct pg_error *e);
+PGresult *pg_collect(struct pg_conn *c, struct pg_error *e);
+/* Reads and drops the result of a statement pg_sendp sent and nobody collected. */
+void pg_drain(struct pg_conn *c);
 /* The result of what was just sent on c->conn (PQsendQuery ...), as pg_send_wait's. */
 PGresult *pg_wait(struct pg_conn *c, struct pg_error *e);
 

@@ -122,12 +122,24 @@ struct upsert {
     int keep[UPSERT_MAX_COLS];     /* per cols[] position: keep_on_null */
     int ret[UPSERT_MAX_COLS];      /* table column index of each returning column */
     int only_changed;
-    int rows;                      /* stack index of spec.rows */
     int names;                     /* stack index of the first pushed column name */
+    int rows;                      /* stack index of spec.rows */
+    int rows_is_fn;                /* spec.rows is a function (chunked, see pg_l_upsert) */
+    lua_Integer count;             /* rows in all: #spec.rows, or spec.count */
+    lua_Integer chunk;             /* rows per statement with a rows function */
+};
+
+struct ukey;
+
+/* The rows of one statement. */
+struct batch {
+    int rows;          /* stack index of the rows table */
+    lua_Integer first; /* rows[1] answers results[first + 1] */
     lua_Integer nrows;
     lua_Integer nuniq;             /* rows sent: one per distinct key */
     lua_Integer *order;            /* [nuniq] row numbers sent, in key order */
     lua_Integer *slot;             /* [nrows] index into order[] answering each row */
+    struct ukey *uk;               /* [nuniq] the keys sent, sorted */
 };
 
 static int table_col(const struct pg_table *t, const char *name)
@@ -215,6 +227,35 @@ static void add_new_value(luaL_Buffer *B, const struct upsert *u, int pos)
     }
 }
 
+/*
+** spec.rows: a list of row tables (left on the stack; one statement), or a function with
+** spec.count and spec.chunk (see pg_l_upsert). Misuse raises.
+*/
+static void parse_rows(lua_State *L, const struct pg_conn *c, struct upsert *u)
+{
+    int t = lua_getfield(L, 1, "rows");
+    u->rows = lua_gettop(L);
+    if (t == LUA_TTABLE) {
+        u->count = (lua_Integer)lua_rawlen(L, -1);
+        u->chunk = u->count;
+        return;
+    }
+    if (t != LUA_TFUNCTION)
+        luaL_error(L, "upsert: spec.rows must be a list of row tables or a function");
+    u->rows_is_fn = 1;
+    lua_getfield(L, 1, "count");
+    u->count = lua_tointeger(L, -1);
+    if (!lua_isinteger(L, -1) || u->count < 0)
+        luaL_error(L, "upsert: spec.count must be a non-negative integer with a rows function");
+    lua_getfield(L, 1, "chunk");
+    u->chunk = lua_tointeger(L, -1);
+    if (!lua_isinteger(L, -1) || u->chunk < 1)
+        luaL_error(L, "upsert: spec.chunk must be a positive integer with a rows function");
+    lua_pop(L, 2);
+    if (!c->in_tx)
+        luaL_error(L, "upsert: a rows function needs an open transaction (one statement a chunk)");
+}
+
 /* Parses the spec at stack index 1 into u (misuse raises). */
 static int upsert_parse(lua_State *L, struct pg_conn *c, struct upsert *u, struct pg_error *e)
 {
@@ -291,10 +332,7 @@ static int upsert_parse(lua_State *L, struct pg_conn *c, struct upsert *u, struc
     lua_getfield(L, 1, "only_changed");
     u->only_changed = lua_toboolean(L, -1);
     lua_pop(L, 1);
-    if (lua_getfield(L, 1, "rows") != LUA_TTABLE)
-        return luaL_error(L, "upsert: spec.rows must be a list of row tables");
-    u->rows = lua_gettop(L);
-    u->nrows = (lua_Integer)lua_rawlen(L, u->rows);
+    parse_rows(L, c, u);
     luaL_checkstack(L, u->ncols + 8, "upsert columns");
     u->names = lua_gettop(L) + 1;
     for (int i = 0; i < u->ncols; i++)
@@ -329,10 +367,11 @@ static int cmp_ukey(const void *a, const void *b)
 }
 
 /* Pushes row r's value of cols[pos] (raw, may be nil). */
-static int get_cell(lua_State *L, const struct upsert *u, lua_Integer r, int pos)
+static int get_cell(lua_State *L, const struct upsert *u, const struct batch *b, lua_Integer r,
+                    int pos)
 {
     int t;
-    if (lua_rawgeti(L, u->rows, r) != LUA_TTABLE)
+    if (lua_rawgeti(L, b->rows, r) != LUA_TTABLE)
         luaL_error(L, "upsert: spec.rows[%d] is not a table", (int)r);
     lua_pushvalue(L, u->names + pos);
     t = lua_gettable(L, -2);  /* honours __index, like any Lua reader would */
@@ -341,19 +380,20 @@ static int get_cell(lua_State *L, const struct upsert *u, lua_Integer r, int pos
 }
 
 /* Pushes row r's key as a string (see above). -1 with e filled for a table key. */
-static int push_row_key(lua_State *L, const struct upsert *u, lua_Integer r, struct pg_error *e)
+static int push_row_key(lua_State *L, const struct upsert *u, const struct batch *b, lua_Integer r,
+                        struct pg_error *e)
 {
     luaL_Buffer B;
     char num[80];
 
-    if (u->nkey == 1 && get_cell(L, u, r, u->key[0]) == LUA_TSTRING)
+    if (u->nkey == 1 && get_cell(L, u, b, r, u->key[0]) == LUA_TSTRING)
         return 0;  /* the common case: the string is its own key */
     if (u->nkey == 1)
         lua_pop(L, 1);
     luaL_buffinit(L, &B);
     luaL_addchar(&B, '\0');  /* no real string key starts with NUL (they are refused) */
     for (int k = 0; k < u->nkey; k++) {
-        int t = get_cell(L, u, r, u->key[k]);
+        int t = get_cell(L, u, b, r, u->key[k]);
         const char *str = NULL;
         size_t len = 0;
 
@@ -385,14 +425,14 @@ static int push_row_key(lua_State *L, const struct upsert *u, lua_Integer r, str
         case LUA_TNIL:
         case LUA_TLIGHTUSERDATA:
             lua_pop(L, 1);
-            snprintf(num, sizeof(num), "n%lld;", (long long)r);
+            snprintf(num, sizeof(num), "n%lld;", (long long)(b->first + r));
             luaL_addstring(&B, num);
             break;
         default:
             lua_pop(L, 1);
             pg_err_set(e, PG_KIND_QUERY, "22P02", "");
             snprintf(e->msg, sizeof(e->msg), "upsert: rows[%lld].%.63s: a key must be a scalar",
-                     (long long)r, colname(u, u->key[k]));
+                     (long long)(b->first + r), colname(u, u->key[k]));
             return -1;
         }
     }
@@ -400,10 +440,10 @@ static int push_row_key(lua_State *L, const struct upsert *u, lua_Integer r, str
     return 0;
 }
 
-/* Fills u->order, u->slot and u->nuniq; the arrays are userdata left on the stack. */
-static int upsert_dedupe(lua_State *L, struct upsert *u, struct pg_error *e)
+/* Fills b->order, b->slot, b->uk and b->nuniq; they and the keys are left on the stack. */
+static int upsert_dedupe(lua_State *L, const struct upsert *u, struct batch *b, struct pg_error *e)
 {
-    lua_Integer n = u->nrows, nu = 0;
+    lua_Integer n = b->nrows, nu = 0;
     struct ukey *uk;
     int keys, seen;
 
@@ -412,7 +452,7 @@ static int upsert_dedupe(lua_State *L, struct upsert *u, struct pg_error *e)
     lua_createtable(L, 0, (int)n);
     seen = lua_gettop(L);
     for (lua_Integer r = 1; r <= n; r++) {
-        if (push_row_key(L, u, r, e) < 0)
+        if (push_row_key(L, u, b, r, e) < 0)
             return -1;
         lua_pushvalue(L, -1);
         lua_rawseti(L, keys, r);
@@ -420,8 +460,9 @@ static int upsert_dedupe(lua_State *L, struct upsert *u, struct pg_error *e)
         lua_rawset(L, seen);       /* the last row of a key wins */
     }
     uk = lua_newuserdatauv(L, sizeof(*uk) * (size_t)n, 0);
-    u->slot = lua_newuserdatauv(L, sizeof(*u->slot) * (size_t)n, 0);
-    u->order = lua_newuserdatauv(L, sizeof(*u->order) * (size_t)n, 0);
+    b->uk = uk;
+    b->slot = lua_newuserdatauv(L, sizeof(*b->slot) * (size_t)n, 0);
+    b->order = lua_newuserdatauv(L, sizeof(*b->order) * (size_t)n, 0);
     for (lua_Integer r = 1; r <= n; r++) {
         lua_rawgeti(L, keys, r);
         lua_pushvalue(L, -1);
@@ -434,7 +475,7 @@ static int upsert_dedupe(lua_State *L, struct upsert *u, struct pg_error *e)
     }
     qsort(uk, (size_t)nu, sizeof(*uk), cmp_ukey);
     for (lua_Integer j = 0; j < nu; j++) {
-        u->order[j] = uk[j].row;
+        b->order[j] = uk[j].row;
         lua_rawgeti(L, keys, uk[j].row);
         lua_pushinteger(L, j);
         lua_rawset(L, seen);       /* now: key -> position in order[] */
@@ -442,10 +483,10 @@ static int upsert_dedupe(lua_State *L, struct upsert *u, struct pg_error *e)
     for (lua_Integer r = 1; r <= n; r++) {
         lua_rawgeti(L, keys, r);
         lua_rawget(L, seen);
-        u->slot[r - 1] = lua_tointeger(L, -1);
+        b->slot[r - 1] = lua_tointeger(L, -1);
         lua_pop(L, 1);
     }
-    u->nuniq = nu;
+    b->nuniq = nu;
     return 0;
 }
 
@@ -584,11 +625,11 @@ static void buf_patch32(luaL_Buffer *B, size_t off, uint32_t v)
 ** (int32 length, -1 for NULL, then the bytes). An array column's value is its
 ** array literal. Returns 0, or -1 with e filled for a value of the wrong shape.
 */
-static int put_cell(lua_State *L, struct pg_sink *s, const struct upsert *u, lua_Integer r,
-                    int pos, int *has_null, struct pg_error *e)
+static int put_cell(lua_State *L, struct pg_sink *s, const struct upsert *u, const struct batch *b,
+                    lua_Integer r, int pos, int *has_null, struct pg_error *e)
 {
     const struct pg_column *col = &u->t->cols[u->cols[pos]];
-    int t = get_cell(L, u, r, pos);
+    int t = get_cell(L, u, b, r, pos);
     char num[64];
     size_t len = 0;
     const char *str = NULL;
@@ -602,8 +643,9 @@ static int put_cell(lua_State *L, struct pg_sink *s, const struct upsert *u, lua
     if (col->is_array != (t == LUA_TTABLE)) {
         lua_pop(L, 1);
         pg_err_set(e, PG_KIND_QUERY, "22P02", "");
-        snprintf(e->msg, sizeof(e->msg), "upsert: rows[%lld].%.63s must be %s", (long long)r,
-                 col->name, col->is_array ? "an array table or null" : "a scalar or null");
+        snprintf(e->msg, sizeof(e->msg), "upsert: rows[%lld].%.63s must be %s",
+                 (long long)(b->first + r), col->name,
+                 col->is_array ? "an array table or null" : "a scalar or null");
         return -1;
     }
     switch (t) {
@@ -621,7 +663,7 @@ static int put_cell(lua_State *L, struct pg_sink *s, const struct upsert *u, lua
             lua_pop(L, 1);
             pg_err_set(e, PG_KIND_QUERY, "22021", "");
             snprintf(e->msg, sizeof(e->msg), "upsert: rows[%lld].%.63s contains a NUL byte",
-                     (long long)r, col->name);
+                     (long long)(b->first + r), col->name);
             return -1;
         }
         break;
@@ -632,8 +674,8 @@ static int put_cell(lua_State *L, struct pg_sink *s, const struct upsert *u, lua
         if (pg_sink_array(L, s, s->scratch, e) < 0) {
             char m[sizeof(e->msg)];
             snprintf(m, sizeof(m), "%s", e->msg);
-            snprintf(e->msg, sizeof(e->msg), "upsert: rows[%lld].%.63s: %.900s", (long long)r,
-                     col->name, m);
+            snprintf(e->msg, sizeof(e->msg), "upsert: rows[%lld].%.63s: %.900s",
+                     (long long)(b->first + r), col->name, m);
             return -1;
         }
         buf_patch32(s->B, at, (uint32_t)(luaL_bufflen(s->B) - at - 4));
@@ -643,7 +685,7 @@ static int put_cell(lua_State *L, struct pg_sink *s, const struct upsert *u, lua
         lua_pop(L, 1);
         pg_err_set(e, PG_KIND_QUERY, "22P02", "");
         snprintf(e->msg, sizeof(e->msg), "upsert: rows[%lld].%.63s has an unsupported type (%s)",
-                 (long long)r, col->name, lua_typename(L, t));
+                 (long long)(b->first + r), col->name, lua_typename(L, t));
         return -1;
     }
     lua_pop(L, 1);  /* str stays valid: anchored by the row table, or in num */
@@ -657,9 +699,10 @@ static int put_cell(lua_State *L, struct pg_sink *s, const struct upsert *u, lua
 ** cols[]), holding the rows listed in which[] (row numbers). values[j] and
 ** lengths[j] point at the pushed strings.
 */
-static int push_column_params(lua_State *L, const struct upsert *u, const int *positions,
-                              int npos, const lua_Integer *which, lua_Integer count,
-                              const char **values, int *lengths, struct pg_error *e)
+static int push_column_params(lua_State *L, const struct upsert *u, const struct batch *b,
+                              const int *positions, int npos, const lua_Integer *which,
+                              lua_Integer count, const char **values, int *lengths,
+                              struct pg_error *e)
 {
     int scratch;
 
@@ -680,7 +723,7 @@ static int push_column_params(lua_State *L, const struct upsert *u, const int *p
             buf_int32(&B, 1);               /* lower bound */
         }
         for (lua_Integer i = 0; i < count; i++)
-            if (put_cell(L, &s, u, which[i], positions[j], &has_null, e) < 0)
+            if (put_cell(L, &s, u, b, which[i], positions[j], &has_null, e) < 0)
                 return -1;
         if (has_null)
             buf_patch32(&B, 4, 1);
@@ -713,12 +756,12 @@ static void set_returning(lua_State *L, const struct upsert *u, PGresult *res, i
 /*
 ** The rows left alone by the upsert (unchanged, or DO NOTHING, or inserted by
 ** another transaction after the statement's snapshot): a new statement looks
-** their returning columns up by key. missing[] holds positions in u->order;
+** their returning columns up by key. missing[] holds positions in b->order;
 ** the answers are the tables ans[position + 1].
 */
 static int upsert_fill_missing(lua_State *L, struct pg_conn *c, const struct upsert *u,
-                               const lua_Integer *missing, lua_Integer nmissing, int ans,
-                               int mt, struct pg_error *e)
+                               const struct batch *b, const lua_Integer *missing,
+                               lua_Integer nmissing, int ans, int mt, struct pg_error *e)
 {
     int top = lua_gettop(L);
     const char **values = lua_newuserdatauv(L, sizeof(*values) * (size_t)u->nkey, 0);
@@ -731,10 +774,10 @@ static int upsert_fill_missing(lua_State *L, struct pg_conn *c, const struct ups
     int box;
 
     for (lua_Integer m = 0; m < nmissing; m++)
-        rows[m] = u->order[missing[m]];
+        rows[m] = b->order[missing[m]];
     for (int k = 0; k < u->nkey; k++)
         formats[k] = 1;
-    if (push_column_params(L, u, u->key, u->nkey, rows, nmissing, values, lengths, e) < 0)
+    if (push_column_params(L, u, b, u->key, u->nkey, rows, nmissing, values, lengths, e) < 0)
         return -1;
     luaL_buffinit(L, &B);
     luaL_addstring(&B, "SELECT k.ss_ord");
@@ -785,23 +828,174 @@ static int upsert_fill_missing(lua_State *L, struct pg_conn *c, const struct ups
     return 0;
 }
 
-/* Runs the statement at sqlidx with every column of the rows sent as a parameter. */
-static PGresult *upsert_exec(lua_State *L, struct pg_conn *c, const struct upsert *u, int sqlidx,
-                             struct pg_error *e)
+/* A statement's parameters: every column of the rows sent, one binary text[] each. */
+struct params {
+    const char **values;
+    int *lengths;
+    int *formats;
+};
+
+/*
+** Pushes batch b's parameters: the arrays in userdata, the values in strings, all
+** on the stack. Returns 0, or -1 with e filled.
+*/
+static int upsert_params(lua_State *L, const struct upsert *u, const struct batch *b,
+                         struct params *p, struct pg_error *e)
 {
-    const char **values = lua_newuserdatauv(L, sizeof(*values) * (size_t)u->ncols, 0);
-    int *lengths = lua_newuserdatauv(L, sizeof(*lengths) * (size_t)u->ncols, 0);
-    int *formats = lua_newuserdatauv(L, sizeof(*formats) * (size_t)u->ncols, 0);
     int positions[UPSERT_MAX_COLS];
 
+    p->values = lua_newuserdatauv(L, sizeof(*p->values) * (size_t)u->ncols, 0);
+    p->lengths = lua_newuserdatauv(L, sizeof(*p->lengths) * (size_t)u->ncols, 0);
+    p->formats = lua_newuserdatauv(L, sizeof(*p->formats) * (size_t)u->ncols, 0);
     for (int i = 0; i < u->ncols; i++) {
         positions[i] = i;
-        formats[i] = 1;
+        p->formats[i] = 1;
     }
-    if (push_column_params(L, u, positions, u->ncols, u->order, u->nuniq, values, lengths, e) < 0)
-        return NULL;
-    return pg_execp(c, lua_tostring(L, sqlidx), u->ncols, values, lengths, formats, EXEC_PREPARE,
-                    e);
+    return push_column_params(L, u, b, positions, u->ncols, b->order, b->nuniq, p->values,
+                              p->lengths, e);
+}
+
+/*
+** Reads the statement's answer for batch b into results[b->first + r] (r = 1..nrows),
+** looking up the rows it left alone (upsert_fill_missing). Consumes res. 0, or -1 with e.
+*/
+static int upsert_answer(lua_State *L, struct pg_conn *c, const struct upsert *u,
+                         const struct batch *b, PGresult *res, int results, int mt,
+                         struct pg_error *e)
+{
+    int top = lua_gettop(L), box, ans;
+    lua_Integer *missing, nmissing = 0;
+    struct pg_type *types;
+
+    pg_result_box(L, res);
+    box = lua_gettop(L);
+    if (PQntuples(res) != b->nuniq || PQnfields(res) != u->nret + 1) {
+        pg_err_set(e, PG_KIND_QUERY, "XX000", "upsert: unexpected result shape");
+        return -1;
+    }
+    types = lua_newuserdatauv(L, sizeof(*types) * (size_t)u->nret, 0);
+    missing = lua_newuserdatauv(L, sizeof(*missing) * (size_t)b->nuniq, 0);
+    for (int k = 0; k < u->nret; k++)
+        pg_type_resolve(c, PQftype(res, k), &types[k]);
+    lua_createtable(L, (int)b->nuniq, 0);
+    ans = lua_gettop(L);
+    for (int j = 0; j < (int)b->nuniq; j++) {
+        int left_alone = PQgetisnull(res, j, u->nret);
+        lua_createtable(L, 0, u->nret + 2);
+        set_returning(L, u, res, j, 0, types, mt);
+        lua_pushboolean(L, !left_alone && PQgetvalue(res, j, u->nret)[0] == 't');
+        lua_setfield(L, -2, "inserted");
+        lua_pushboolean(L, !left_alone);
+        lua_setfield(L, -2, "changed");
+        lua_rawseti(L, ans, j + 1);
+        if (left_alone)
+            missing[nmissing++] = j;
+    }
+    PQclear(res);
+    *(PGresult **)lua_touserdata(L, box) = NULL;
+    if (nmissing > 0 && upsert_fill_missing(L, c, u, b, missing, nmissing, ans, mt, e) < 0)
+        return -1;
+    for (lua_Integer r = 0; r < b->nrows; r++) {
+        lua_rawgeti(L, ans, b->slot[r] + 1);
+        lua_rawseti(L, results, b->first + r + 1);
+    }
+    lua_settop(L, top);
+    return 0;
+}
+
+/* One statement for every row of the list spec.rows. */
+static int upsert_list(lua_State *L, struct pg_conn *c, const struct upsert *u, int sqlidx,
+                       int results, int mt, struct pg_error *e)
+{
+    struct batch b = {.rows = u->rows, .first = 0, .nrows = u->count};
+    struct params p;
+    PGresult *res;
+
+    if (upsert_dedupe(L, u, &b, e) < 0 || upsert_params(L, u, &b, &p, e) < 0)
+        return -1;
+    res = pg_execp(c, lua_tostring(L, sqlidx), u->ncols, p.values, p.lengths, p.formats,
+                   EXEC_PREPARE, e);
+    return res ? upsert_answer(L, c, u, &b, res, results, mt, e) : -1;
+}
+
+/*
+** Prepares the chunk of rows first+1 .. first+n from the rows function: its rows
+** table at slot rows_at, everything else it needs anchored in a table at slot
+** hold_at (so the previous chunk's stays alive below). 0, or -1 with e filled.
+*/
+static int chunk_prepare(lua_State *L, const struct upsert *u, struct batch *b, lua_Integer first,
+                         lua_Integer n, int rows_at, int hold_at, struct params *p,
+                         struct pg_error *e)
+{
+    int top = lua_gettop(L);
+
+    lua_pushvalue(L, u->rows);
+    lua_pushinteger(L, first + 1);
+    lua_pushinteger(L, first + n);
+    lua_call(L, 2, 1);
+    if (!lua_istable(L, -1) || (lua_Integer)lua_rawlen(L, -1) != n)
+        luaL_error(L, "upsert: spec.rows(%d, %d) must return a list of %d row tables",
+                   (int)(first + 1), (int)(first + n), (int)n);
+    lua_replace(L, rows_at);
+    *b = (struct batch){.rows = rows_at, .first = first, .nrows = n};
+    if (upsert_dedupe(L, u, b, e) < 0 || upsert_params(L, u, b, p, e) < 0)
+        return -1;
+    lua_createtable(L, lua_gettop(L) - top, 0);
+    for (int i = top + 1; i < lua_gettop(L); i++) {
+        lua_pushvalue(L, i);
+        lua_rawseti(L, -2, i - top);
+    }
+    lua_replace(L, hold_at);
+    lua_settop(L, top);
+    return 0;
+}
+
+/*
+** The rows function's form: one statement per chunk, and while the database runs
+** one the next is built (the caller's Lua) and encoded here, so the two processes
+** work at once. Chunks must come in key order: a key is in one chunk only.
+*/
+static int upsert_chunks(lua_State *L, struct pg_conn *c, const struct upsert *u, int sqlidx,
+                         int results, int mt, struct pg_error *e)
+{
+    struct batch cur, prev;
+    struct params p;
+    int slots = lua_gettop(L) + 1; /* rows and anchors of the current, then the previous */
+    int have_prev = 0;
+
+    luaL_checkstack(L, 8, "upsert chunks");
+    lua_settop(L, slots + 3);
+    for (lua_Integer first = 0; first < u->count; first += u->chunk) {
+        lua_Integer n = u->count - first < u->chunk ? u->count - first : u->chunk;
+        if (chunk_prepare(L, u, &cur, first, n, slots, slots + 1, &p, e) < 0)
+            goto drain;
+        if (have_prev && cur.nuniq > 0 && prev.nuniq > 0 &&
+            cmp_ukey(&prev.uk[prev.nuniq - 1], &cur.uk[0]) >= 0) {
+            pg_drain(c);
+            return luaL_error(L, "upsert: spec.rows must give its chunks in key order");
+        }
+        if (have_prev) {
+            PGresult *res = pg_collect(c, e);
+            if (res == NULL || upsert_answer(L, c, u, &prev, res, results, mt, e) < 0)
+                return -1;
+        }
+        if (pg_sendp(c, lua_tostring(L, sqlidx), u->ncols, p.values, p.lengths, p.formats, e) < 0)
+            return -1;
+        lua_copy(L, slots, slots + 2);
+        lua_copy(L, slots + 1, slots + 3);
+        prev = cur;
+        prev.rows = slots + 2;
+        have_prev = 1;
+    }
+    if (have_prev) {
+        PGresult *res = pg_collect(c, e);
+        if (res == NULL || upsert_answer(L, c, u, &prev, res, results, mt, e) < 0)
+            return -1;
+    }
+    return 0;
+drain:
+    pg_drain(c);
+    return -1;
 }
 
 /*
@@ -821,7 +1015,13 @@ static PGresult *upsert_exec(lua_State *L, struct pg_conn *c, const struct upser
 ** order (see upsert_dedupe). Rows the statement left alone get their
 ** returning columns from a second statement.
 **
-** results[i] answers rows[i]: {<returning columns, default id>, inserted =
+** Or in chunks, inside a transaction: rows = function(first, last) -> the list
+** of rows first..last, with count = the number of rows and chunk = rows per
+** statement. The function is called for one chunk while the statement of the
+** one before runs (upsert_chunks), in order; its chunks must be in key order
+** with no key in two of them and no NULL in a key (checked: misuse raises).
+**
+** results[i] answers row i: {<returning columns, default id>, inserted =
 ** true when the row was created, changed = true when it was created or
 ** rewritten}; rows that share a key share one answer table. Runs inside the
 ** caller's transaction if one is open; misuse of the spec raises.
@@ -831,67 +1031,28 @@ int pg_l_upsert(lua_State *L)
     struct pg_conn *c = pg_check_conn(L);
     struct upsert u;
     struct pg_error e;
-    PGresult *res;
-    lua_Integer *missing, nmissing = 0;
-    int out, ans, box, mt;
-    struct pg_type *types;
+    int sql, results, mt, rc;
 
     lua_settop(L, 1);
     if (upsert_parse(L, c, &u, &e) < 0)
         return pg_push_error(L, &e);
     pg_push_array_mt(L);
     mt = lua_gettop(L);
-    if (u.nrows == 0) {
-        lua_newtable(L);
-        lua_pushvalue(L, mt);
-        lua_setmetatable(L, -2);
-        return 1;
-    }
-    if (upsert_dedupe(L, &u, &e) < 0)
-        return pg_push_error(L, &e);
-    push_upsert_sql(L, &u);
-    res = upsert_exec(L, c, &u, lua_gettop(L), &e);
-    if (res == NULL)
-        goto fail;
-    pg_result_box(L, res);
-    box = lua_gettop(L);
-    if (PQntuples(res) != u.nuniq || PQnfields(res) != u.nret + 1) {
-        pg_err_set(&e, PG_KIND_QUERY, "XX000", "upsert: unexpected result shape");
-        goto fail;
-    }
-    types = lua_newuserdatauv(L, sizeof(*types) * (size_t)u.nret, 0);
-    missing = lua_newuserdatauv(L, sizeof(*missing) * (size_t)u.nuniq, 0);
-    for (int k = 0; k < u.nret; k++)
-        pg_type_resolve(c, PQftype(res, k), &types[k]);
-    lua_createtable(L, (int)u.nuniq, 0);
-    ans = lua_gettop(L);
-    for (int j = 0; j < (int)u.nuniq; j++) {
-        int left_alone = PQgetisnull(res, j, u.nret);
-        lua_createtable(L, 0, u.nret + 2);
-        set_returning(L, &u, res, j, 0, types, mt);
-        lua_pushboolean(L, !left_alone && PQgetvalue(res, j, u.nret)[0] == 't');
-        lua_setfield(L, -2, "inserted");
-        lua_pushboolean(L, !left_alone);
-        lua_setfield(L, -2, "changed");
-        lua_rawseti(L, ans, j + 1);
-        if (left_alone)
-            missing[nmissing++] = j;
-    }
-    PQclear(res);
-    *(PGresult **)lua_touserdata(L, box) = NULL;
-    if (nmissing > 0 && upsert_fill_missing(L, c, &u, missing, nmissing, ans, mt, &e) < 0)
-        goto fail;
-    lua_createtable(L, (int)u.nrows, 0);
-    out = lua_gettop(L);
+    lua_createtable(L, (int)u.count, 0);
+    results = lua_gettop(L);
     lua_pushvalue(L, mt);
-    lua_setmetatable(L, out);
-    for (lua_Integer r = 0; r < u.nrows; r++) {
-        lua_rawgeti(L, ans, u.slot[r] + 1);
-        lua_rawseti(L, out, r + 1);
+    lua_setmetatable(L, results);
+    if (u.count == 0)
+        return 1;
+    push_upsert_sql(L, &u);
+    sql = lua_gettop(L);
+    rc = u.rows_is_fn ? upsert_chunks(L, c, &u, sql, results, mt, &e)
+                      : upsert_list(L, c, &u, sql, results, mt, &e);
+    if (rc < 0) {
+        if (e.kind == PG_KIND_QUERY && strncmp(e.sqlstate, "42", 2) == 0)
+            schema_forget_table(c, u.table); /* the schema may have changed under the cache */
+        return pg_push_error(L, &e);
     }
+    lua_settop(L, results);
     return 1;
-fail:
-    if (e.kind == PG_KIND_QUERY && strncmp(e.sqlstate, "42", 2) == 0)
-        schema_forget_table(c, u.table);  /* the schema may have changed under the cache */
-    return pg_push_error(L, &e);
 }

@@ -401,6 +401,9 @@ local FETCH_CHUNK = 2000
 -- And written in chunks, in key order, so a statement's parameters stay a few MB and its
 -- run time well under statement_timeout_ms even for the largest payload.
 local WRITE_CHUNK = 5000
+-- New catalog titles go in smaller statements: each chunk's rows are built while the
+-- database inserts the one before (bench/RESULTS.md, issue 16: pipelined inserts).
+local NEW_CHUNK = 1000
 
 -- db.upsert over rows[1..n] in chunks of WRITE_CHUNK; returns the answers as one list.
 local function upsert_chunked(spec, rows, n)
@@ -662,14 +665,19 @@ local function catalog(prep)
   -- ours to insert (DO NOTHING) and joins the fills instead.
   local new_to_catalog = 0
   if nnew > 0 then
-    local new_rows, item = {}, prep.item
-    for i = 1, nnew do
-      local k = new_pos[i]
-      new_rows[i] = catalog_row(item(k), mask[k])
-    end
-    local res = upsert_chunked({ table = "title_catalog", key = { "asin" },
-                                 columns = CATALOG_COLUMNS, update = NOTHING,
-                                 returning = ID_ONLY }, new_rows, nnew)
+    -- Rows are built a chunk at a time, while the database inserts the chunk before
+    -- (host.pg.upsert's rows function): the two processes work at once.
+    local item = prep.item
+    local res = db.upsert({ table = "title_catalog", key = { "asin" }, columns = CATALOG_COLUMNS,
+                            update = NOTHING, returning = ID_ONLY, count = nnew, chunk = NEW_CHUNK,
+                            rows = function(first, last)
+                              local rows = {}
+                              for i = first, last do
+                                local k = new_pos[i]
+                                rows[i - first + 1] = catalog_row(item(k), mask[k])
+                              end
+                              return rows
+                            end })
     local raced = false
     for i = 1, nnew do
       local r, k = res[i], new_pos[i]

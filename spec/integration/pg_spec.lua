@@ -504,6 +504,123 @@ describe("host.pg.upsert", function()
   end)
 end)
 
+-- The chunked form: rows from a function, one statement per chunk, the next chunk built while
+-- the database runs the one before (core/pg_upsert.c upsert_chunks).
+describe("host.pg.upsert with a rows function", function()
+  before_each(function() h.reset_db() end)
+
+  local function chunked(rows, chunk, extra)
+    local calls = {}
+    local spec = catalog_spec(nil, extra)
+    spec.count, spec.chunk = #rows, chunk
+    spec.rows = function(first, last)
+      calls[#calls + 1] = first .. "-" .. last
+      return { table.unpack(rows, first, last) }
+    end
+    return spec, calls
+  end
+
+  it("answers every row as the list form does, asking for the chunks in order", function()
+    db.upsert(catalog_spec(rows_of(3, 5)))            -- three rows already there
+    local rows = rows_of(1, 2500)
+    rows[4].title = "Renamed"
+    local res = db.tx(function()
+      local spec, calls = chunked(rows, 1000)
+      local out = db.upsert(spec)
+      assert.same({ "1-1000", "1001-2000", "2001-2500" }, calls)
+      return out
+    end)
+    assert.equal(2500, #res)
+    assert.equal("icic---c--" .. string.rep("ic", 2495), flags(res))
+    for i = 1, 2500 do
+      assert.equal(db.one("SELECT id FROM title_catalog WHERE asin = $1", asin(i)).id, res[i].id, "row " .. i)
+    end
+    assert.equal("Renamed", db.one("SELECT title FROM title_catalog WHERE asin = $1", asin(4)).title)
+    assert.equal(2500, count("SELECT count(*) AS n FROM title_catalog"))
+  end)
+
+  it("answers rows a DO NOTHING chunk left alone with the ids the table holds", function()
+    local before = db.upsert(catalog_spec({ title_row(1500) }))
+    local res = db.tx(function()
+      return db.upsert((chunked(rows_of(1, 2000), 700, { update = {}, keep_on_null = {} })))
+    end)
+    assert.equal(before[1].id, res[1500].id)
+    assert.same({ false, false }, { res[1500].inserted, res[1500].changed })
+    assert.is_true(res[1499].inserted and res[1501].inserted)
+  end)
+
+  it("answers an empty count without calling the function", function()
+    local spec, calls = chunked({}, 10)
+    assert.same({}, db.tx(function() return db.upsert(spec) end))
+    assert.same({}, calls)
+  end)
+
+  it("needs an open transaction, a count and a chunk size (misuse raises)", function()
+    local spec = chunked(rows_of(1, 3), 2)
+    assert.has_error(function() host.pg.upsert(spec) end,
+      "upsert: a rows function needs an open transaction (one statement a chunk)")
+    db.tx(function()
+      spec.chunk = 0
+      assert.has_error(function() host.pg.upsert(spec) end)
+      spec.chunk, spec.count = 2, nil
+      assert.has_error(function() host.pg.upsert(spec) end)
+    end)
+    assert.equal(0, count("SELECT count(*) AS n FROM title_catalog"))
+  end)
+
+  it("refuses chunks out of key order, and a chunk of the wrong length, leaving the connection usable", function()
+    local rows = rows_of(1, 6)
+    rows[1], rows[6] = rows[6], rows[1]     -- the first chunk's keys come after the second's
+    local ok, err = pcall(db.tx, function() db.upsert((chunked(rows, 3))) end)
+    assert.is_false(ok)
+    assert.matches("chunks in key order", tostring(err))
+    local spec = chunked(rows_of(1, 6), 3)
+    spec.rows = function(first, last) return rows_of(first, last - 1) end
+    ok, err = pcall(db.tx, function() db.upsert(spec) end)
+    assert.is_false(ok)
+    assert.matches("must return a list of 3 row tables", tostring(err))
+    assert.equal(0, count("SELECT count(*) AS n FROM title_catalog"))
+    assert.equal(1, db.one("SELECT 1 AS one").one)
+  end)
+
+  it("rolls back every chunk when the function raises while a chunk is in flight", function()
+    local spec = chunked(rows_of(1, 30), 10)
+    local inner = spec.rows
+    spec.rows = function(first, last)
+      if first == 21 then error("the caller failed") end
+      return inner(first, last)
+    end
+    local ok, err = pcall(db.tx, function() db.upsert(spec) end)
+    assert.is_false(ok)
+    assert.matches("the caller failed", tostring(err))
+    assert.equal(0, count("SELECT count(*) AS n FROM title_catalog"))
+    -- the connection answers the next statement (the chunk in flight was read and dropped)
+    assert.equal(2, db.tx(function() return db.one("SELECT 2 AS two").two end))
+  end)
+
+  it("reports a chunk's failure with the row's number in the whole list, and writes nothing", function()
+    local rows = rows_of(1, 25)
+    rows[17].authors = "not an array"
+    local res, err
+    local ok = pcall(db.tx, function()
+      res, err = host.pg.upsert((chunked(rows, 10)))
+      error("stop")
+    end)
+    assert.is_false(ok)
+    assert.same({ nil, "22P02" }, { res, err.sqlstate })
+    assert.matches("rows%[17%]%.authors", err.message)
+    rows[17].authors = { "ok" }
+    rows[23].asin = "lowercase!"          -- the CHECK on asin fails in the third statement
+    ok = pcall(db.tx, function()
+      res, err = host.pg.upsert((chunked(rows, 10)))
+      error("stop")
+    end)
+    assert.is_false(ok)
+    assert.same({ nil, "23514" }, { res, err.sqlstate })
+    assert.equal(0, count("SELECT count(*) AS n FROM title_catalog"))
+  end)
+end)
+
 describe("host.pg.upsert names", function()
   it("refuses a table or column the schema does not have (names are never taken from input)", function()
     assert.has_error(function()
