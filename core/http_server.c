@@ -412,12 +412,13 @@ static void run_request(struct worker *w, struct job *job)
     struct MHD_Response *resp = NULL;
     int status;
     const char *code, *msg;
+    const struct conf *c = r->srv->conf;
+    int answered = 0;   /* app.handle built the answer: the work it left for later may run */
     if (inflate_body(r, &status, &code, &msg) < 0) {
         r->status = status;
         resp = error_response(r, code, msg);
     } else if (vm_push_app_fn(L, "handle") == 0) {
         big = big || r->len >= BIG_REQUEST_BYTES;
-        const struct conf *c = r->srv->conf;
         vm_budget_limit(L, c->instruction_limit + (long)r->len * c->instructions_per_body_byte);
         push_request(L, r);
         if (vm_call(L, 1, 1, err, sizeof err) == LUA_OK && lua_istable(L, -1))
@@ -425,6 +426,7 @@ static void run_request(struct worker *w, struct job *job)
         else
             log_error("request %s %s %s failed in Lua: %s", r->request_id, r->method, r->path,
                       lua_isstring(L, -1) ? err : "handle() returned no response table");
+        answered = resp != NULL;
     }
     lua_settop(L, top);
     if (!resp) {
@@ -432,13 +434,27 @@ static void run_request(struct worker *w, struct job *job)
         resp = error_response(r, "internal_error", "the server failed to handle this request");
     }
     r->resp = resp;
+    char request_id[sizeof r->request_id];
+    snprintf(request_id, sizeof request_id, "%s", r->request_id);
     MHD_resume_connection(r->conn);     /* r belongs to the polling thread from here on */
-    /* Housekeeping after the answer is on its way, not before. */
+    /* Housekeeping after the answer is on its way, not before: first the heap (a large
+       request's garbage is not kept while the rest runs), then the work the request left
+       for after its answer (app.after_response, lua/after_response.lua: e.g. a sync's
+       enrichment queue). A request whose handler failed leaves none that runs: app.handle
+       drops it, and a handle() that raised is not followed by after_response at all (what
+       it left is dropped when this VM's next request starts). The worker takes its next
+       job once this returns, so the work costs this worker's next request, not this one. */
     if (big) {
         lua_gc(L, LUA_GCCOLLECT, 0);
         malloc_trim(0);
     } else {
         lua_gc(L, LUA_GCSTEP, 0);
+    }
+    if (answered && vm_push_app_fn(L, "after_response") == 0) {
+        vm_budget_limit(L, c->instruction_limit);
+        if (vm_call(L, 0, 0, err, sizeof err) != LUA_OK)
+            log_error("request %s: after_response failed in Lua: %s", request_id, err);
+        lua_settop(L, top);
     }
 }
 

@@ -378,7 +378,9 @@ void vm_budget_arm(lua_State *L)
 
 void vm_budget_limit(lua_State *L, long limit)
 {
-    budget_of(L)->limit = limit;
+    struct vm_budget *b = budget_of(L);
+    b->limit = limit;
+    b->used = 0;    /* a call after the request (app.after_response) gets a budget of its own */
 }
 
 void vm_budget_disarm(lua_State *L)

@@ -47,8 +47,9 @@ int vm_traceback(lua_State *L);
 void vm_budget_arm(lua_State *L);
 void vm_budget_disarm(lua_State *L);
 
-/* Sets the budget of the next request on L (the worker's thread, before vm_call): the
-   request's work grows with its body, so http_server gives a large import a larger one. */
+/* Sets the budget of the next call on L (the worker's thread, before vm_call) and starts
+   its count again: a request's work grows with its body, so http_server gives a large
+   import a larger one, and the work it leaves for after its answer gets its own. */
 void vm_budget_limit(lua_State *L, long limit);
 
 /*

@@ -5,6 +5,7 @@
 --   routes()      what C needs to know of each route before its body arrives (below)
 --   enrich_claim(n, owner), enrich_done(results), enrich_release(asins, delay_ms, owner),
 --   enrich_tidy() the metadata fetcher's calls (core/enrich.c), see lua/enrichment.lua
+--   after_response()  the worker's call once a request's answer is sent (lua/after_response.lua)
 local _M = {}
 
 local json = require("json")
@@ -12,6 +13,7 @@ local errors = require("errors")
 local router = require("router")
 local cors = require("cors")
 local response = require("response")
+local after_response = require("after_response")
 
 local host, type, ipairs, xpcall, tostring, tointeger = host, type, ipairs, xpcall, tostring, math.tointeger
 local config = host.config
@@ -125,6 +127,7 @@ local function run(ctx, route)
 end
 
 function _M.handle(req)
+  after_response.start("request " .. req.request_id)
   local method = req.method
   if method == "OPTIONS" then
     return cors.preflight(req, routes, config) or
@@ -142,6 +145,7 @@ function _M.handle(req)
   else
     local ctx = setmetatable({ req = req, params = params, query = req.query, route = route }, ctx_mt)
     local ok, res = xpcall(run, host.traceback, ctx, route)
+    if not ok then after_response.drop() end    -- a failed handler's later work is not done
     if ok then
       resp = res
     elseif errors.is_http(res) then
@@ -193,11 +197,16 @@ function _M.enrich_tidy()
   return require("enrichment").tidy()
 end
 
+function _M.after_response()
+  return after_response.run()
+end
+
 -- `shelfsync import --user EMAIL [--source S] [--marketplace M] FILE`: the route's own
 -- import (routes/import.lua) for an operator. Returns the answer as JSON, or nil and the
 -- error as JSON (or a message).
 function _M.import_file(email, source, marketplace, body)
   local db = require("db")
+  after_response.start("shelfsync import")
   local ok, res = xpcall(function()
     local user = db.one([[SELECT id, email FROM users
                           WHERE lower(email) = lower($1) AND status = 'active']], email)
@@ -205,6 +214,8 @@ function _M.import_file(email, source, marketplace, body)
     local params = { source = source, marketplace = marketplace }
     return require("routes.import").import_for(user, body, 1, #body, params, "cli")
   end, host.traceback)
+  -- No answer to send first: the command does the import's later work before it returns.
+  if ok then after_response.run() else after_response.drop() end
   if ok then return json.encode(res) end
   if errors.is_http(res) then
     return nil, json.encode(errors.body(res.code, res.message, res.details))
