@@ -186,21 +186,11 @@ function _M.claim(n, owner)
   return out
 end
 
--- The trigram index takes a sync's new titles into its pending list (sql/008_write_cost.sql)
--- and searches read that list too, so nothing waits for this: merging it here, on the
--- fetcher's connection once no sync of this process runs, keeps searches fast and the next
--- sync's insert from merging it inline. Cheap when the list is empty. A role that does not
--- own the index may not merge it (autovacuum still does): that is logged once, not raised.
-local TRGM_INDEX = "title_catalog_search_text_trgm_idx"
-local tidy_refused = false
-
+-- The trigram index takes new search texts into its pending list (sql/008, 009), its
+-- enrichment updates included: merging it here, on the fetcher's connection once no sync of
+-- this process runs, keeps searches fast and the next insert from merging it inline.
 function _M.tidy()
-  if tidy_refused then return end
-  local ok, err = pcall(db.query, "SELECT gin_clean_pending_list($1::regclass)", TRGM_INDEX)
-  if not ok then
-    tidy_refused = type(err) == "table" and err.sqlstate == "42501"
-    host.log("warn", "enrichment: search index pending list not merged: " .. tostring(err))
-  end
+  return require("title_search").merge()
 end
 
 function _M.release(asins, delay_ms, owner)

@@ -100,8 +100,8 @@ local function like_of(q) return "(SELECT search_like(" .. q .. "))" end
 local function norm_of(q) return "(SELECT search_norm(" .. q .. "))" end
 
 local function rank_expr(q)
-  return "(CASE WHEN c.search_text LIKE " .. like_of(q) .. " THEN 2::real"
-    .. " ELSE word_similarity(" .. norm_of(q) .. ", c.search_text) END)"
+  return "(CASE WHEN ts.search_text LIKE " .. like_of(q) .. " THEN 2::real"
+    .. " ELSE word_similarity(" .. norm_of(q) .. ", ts.search_text) END)"
 end
 
 local SORTS = {
@@ -187,18 +187,24 @@ function Builder:arg(v)
   return "$" .. args.n
 end
 
+local FROM = "user_library AS ul JOIN title_catalog AS c ON c.id = ul.title_id"
+-- Each title has one row in title_search_all (sql/009): the join keeps every title.
+local FROM_SEARCH = FROM .. " JOIN title_search_all AS ts ON ts.title_id = c.id"
+
 -- True when an element of the array column equals the placeholder's value, ignoring case.
 local function has_element(column, ref)
   return "EXISTS (SELECT 1 FROM unnest(" .. column .. ") AS x(v) WHERE lower(x.v) = lower(" .. ref .. "))"
 end
 
--- The WHERE conditions for p's filters. needs_catalog: whether they read title_catalog.
+-- The WHERE conditions for p's filters; whether they read title_catalog (c); and the FROM
+-- of the library with its catalog titles they need: FROM_SEARCH when they read the search
+-- text (title_search_all AS ts, sql/009).
 -- Author and narrator: exact, case-insensitive, on any element; the LIKE on search_text
 -- (which holds every author and narrator, normalised) is implied by it and lets the
 -- planner select through the trigram index when that is cheaper than reading the library.
 local function filters(b, user_id, p)
   local w = { "ul.user_id = " .. b:arg(user_id), "ul.removed_at IS NULL" }
-  local catalog = false
+  local catalog, search = false, false
   if p.source then w[#w + 1] = "ul.source = ANY(" .. b:arg(p.source) .. "::library_source[])" end
   -- Hidden entries (PATCH /api/library/:asin) only when asked for.
   if p.hidden == "true" then
@@ -215,16 +221,16 @@ local function filters(b, user_id, p)
   if p.q then
     local q = b:arg(p.q)
     b.q_ref = q
-    w[#w + 1] = "(c.search_text LIKE " .. like_of(q) .. " OR " .. norm_of(q) .. " <% c.search_text)"
-    catalog = true
+    w[#w + 1] = "(ts.search_text LIKE " .. like_of(q) .. " OR " .. norm_of(q) .. " <% ts.search_text)"
+    search = true
   end
   for _, f in ipairs{ { "author", "authors" }, { "narrator", "narrators" } } do
     local v = p[f[1]]
     if v then
       local a = b:arg(v)
-      w[#w + 1] = "c.search_text LIKE " .. like_of(a)
+      w[#w + 1] = "ts.search_text LIKE " .. like_of(a)
       w[#w + 1] = has_element("c." .. f[2], a)
-      catalog = true
+      search = true
     end
   end
   if p.category then
@@ -239,7 +245,7 @@ local function filters(b, user_id, p)
     w[#w + 1] = "lower(c.language) = lower(" .. b:arg(p.language) .. ")"
     catalog = true
   end
-  return concat(w, " AND "), catalog
+  return concat(w, " AND "), catalog or search, search and FROM_SEARCH or FROM
 end
 
 local function key_expr(key, b)
@@ -336,7 +342,6 @@ local ENTRY_LATERAL = [[
     FROM (SELECT ]] .. _M.title_fields("s") .. [[) AS t
   ) AS e]]
 
-local FROM = "user_library AS ul JOIN title_catalog AS c ON c.id = ul.title_id"
 
 -- ---- the cursor ----
 -- base64url(mac16 .. payload), payload = JSON [1, sort, order, key values...] of the last
@@ -420,7 +425,7 @@ end
 function _M.page_sql(user_id, p)
   local b = builder()
   local spec = SORTS[p.sort]
-  local where, catalog = filters(b, user_id, p)
+  local where, catalog, from = filters(b, user_id, p)
   local values = p.cursor and decode_cursor(p, p.cursor)
   local limit = b:arg(p.limit)
   local sk, last = {}, {}
@@ -439,12 +444,12 @@ function _M.page_sql(user_id, p)
     end
     local page_where = where
     if values then page_where = where .. " AND " .. after(b, spec, p.order, exprs, values) end
-    count = "SELECT count(*) AS total FROM " .. (catalog and FROM or "user_library AS ul")
+    count = "SELECT count(*) AS total FROM " .. (catalog and from or "user_library AS ul")
       .. " WHERE " .. where
     page = [[
         SELECT row_number() OVER () AS n, row_to_json(e)::text AS entry, ]] .. concat(sk, ", ") .. [[
         FROM (SELECT ]] .. ENTRY_COLUMNS .. ", " .. concat(keys, ", ") .. [[
-              FROM ]] .. FROM .. [[
+              FROM ]] .. from .. [[
               WHERE ]] .. page_where .. [[
               ORDER BY ]] .. concat(order, ", ") .. [[
               LIMIT ]] .. limit .. [[ + 1) AS s
@@ -461,7 +466,7 @@ function _M.page_sql(user_id, p)
     with = [[
       WITH m AS MATERIALIZED (
         SELECT ul.id, ul.title_id, ]] .. concat(defs, ", ") .. [[
-        FROM ]] .. FROM .. [[ WHERE ]] .. where .. [[)]]
+        FROM ]] .. from .. [[ WHERE ]] .. where .. [[)]]
     count = "SELECT count(*) AS total FROM m"
     page = [[
         SELECT s.n, row_to_json(e)::text AS entry, ]] .. concat(sk, ", ") .. [[
@@ -557,12 +562,12 @@ end
 
 function _M.facets_sql(user_id, p)
   local b = builder()
-  local where = filters(b, user_id, p)
+  local where, _, from = filters(b, user_id, p)
   local lim = b:arg(p.limit)
   local sql = [[
     WITH m AS MATERIALIZED (
       SELECT c.authors, c.narrators, c.series_name, c.categories, c.language
-      FROM ]] .. FROM .. [[ WHERE ]] .. where .. [[)
+      FROM ]] .. from .. [[ WHERE ]] .. where .. [[)
     SELECT row_to_json(d)::text AS body FROM (SELECT
       ]] .. facet("SELECT unnest(authors) AS v FROM m", lim) .. [[ AS authors,
       ]] .. facet("SELECT unnest(narrators) AS v FROM m", lim) .. [[ AS narrators,

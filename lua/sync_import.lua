@@ -54,6 +54,7 @@ local errors = require("errors")
 local validate = require("validate")
 local rules = require("sync_rules")
 local enrichment = require("enrichment")
+local title_search = require("title_search")
 
 local config = host.config
 local type, ipairs, tostring, pcall, error, setmetatable = type, ipairs, tostring, pcall, error, setmetatable
@@ -665,6 +666,8 @@ local function catalog(prep)
   -- ours to insert (DO NOTHING) and joins the fills instead.
   local new_to_catalog = 0
   if nnew > 0 then
+    -- Their search rows wait outside the index until the answer is sent (sql/009).
+    title_search.defer()
     -- Rows are built a chunk at a time, while the database inserts the chunk before
     -- (host.pg.upsert's rows function): the two processes work at once.
     local item = prep.item
@@ -838,6 +841,7 @@ local function import(user_id, jti, prep, opts)
   while true do
     local ok, res = pcall(db.tx, import_tx, user_id, jti, prep, opts)
     if ok then
+      if res.new_to_catalog > 0 then title_search.later() end   -- index them once answered
       -- After the commit, in its own statement: the sync never waits for the provider.
       local t = clock_ms()
       res.queued = enrichment.enqueue(user_id, res.queue_asins)

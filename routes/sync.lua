@@ -2,7 +2,8 @@
 --   POST /api/sync/token      signed in: a single-use upload token for the extension
 --   POST /api/sync/import     Authorization: Bearer <token>: {"titles": [ITEM, ...]}
 --   GET  /api/sync/history    signed in: the last syncs, newest first (?limit=1..100, 5)
--- and the route file's cleanup: sync tokens expired for more than 24 hours are deleted.
+-- and the route file's cleanup: sync tokens expired for more than 24 hours are deleted, and
+-- search texts a sync left pending are indexed (lua/title_search.lua).
 --
 -- The token is a JWT (HS256 with the server secret; sub = user id, jti = uuid, aud =
 -- "shelfsync-sync", iat, exp = iat + sync_token_ttl_s) with a row in sync_tokens. The
@@ -302,11 +303,17 @@ end
 
 -- ---- housekeeping ----
 
--- Deletes sync tokens expired for more than 24 hours. Returns how many.
+-- Deletes sync tokens expired for more than 24 hours, and indexes the search texts a sync
+-- left pending (one that died before its answer was sent: lua/title_search.lua). Returns
+-- how many tokens it deleted.
 local function cleanup()
   local res = db.query("DELETE FROM sync_tokens WHERE expires_at < now() - interval '24 hours'")
   if res.affected > 0 then
     host.log("info", "sync: deleted " .. res.affected .. " expired sync tokens")
+  end
+  local moved = require("title_search").move()
+  if moved > 0 then
+    host.log("info", "sync: indexed " .. moved .. " search texts an earlier sync left pending")
   end
   return res.affected
 end

@@ -256,7 +256,7 @@ describe("enrichment", function()
     one("CREATE EXTENSION IF NOT EXISTS pgstattuple")
     finally(function() one("DROP EXTENSION IF EXISTS pgstattuple") end)
     local function pending_pages()
-      return one("SELECT pending_pages FROM pgstatginindex('title_catalog_search_text_trgm_idx')").pending_pages
+      return one("SELECT pending_pages FROM pgstatginindex('title_search_text_trgm_idx')").pending_pages
     end
     -- titles written outside a sync stay in the pending list: nothing merges it yet
     one([[INSERT INTO title_catalog (asin, title, authors)
