@@ -23,9 +23,11 @@
 --      .PLACEHOLDERS, e.g. the extension's "Unknown Title"), which is never written over a
 --      value either. The database says which fields of each stored title are blank (a
 --      bitmask, BLANKS_SQL) and Lua meets it with what each item carries, so a title with
---      nothing to fill costs no write, no lock and no read of its values. New ASINs are inserted in one statement
---      in ASIN order (ON CONFLICT DO NOTHING: a row another sync inserted meanwhile joins
---      the fills). Rows to fill are then locked in ASIN order (two syncs with overlapping
+--      nothing to fill costs no write, no lock and no read of its values. New ASINs are
+--      inserted in ASIN order, 1,000 a statement, each chunk built while the database writes
+--      the one before (ON CONFLICT DO NOTHING: a row another sync inserted meanwhile joins
+--      the fills); their search rows wait in title_search_pending (sql/009) and are indexed
+--      once the answer is sent (lua/title_search.lua). Rows to fill are then locked in ASIN order (two syncs with overlapping
 --      titles never deadlock) and read again, so a value written meanwhile (another sync,
 --      the enrichment) is never overwritten; the batched upsert writes only the fills
 --      (keep_on_null keeps the rest). Name lists (authors, narrators, ...) not filled are left
