@@ -10,7 +10,7 @@
 --                                   index's pending list (sql/008), off the request path
 -- Request handlers call:
 --   due(n)                          for a sync's catalog read: SQL of "metadata due" ($n), $n
---   enqueue(user_id, asins)         after a sync committed (its own statement, never raises)
+--   enqueue(user_id, asins)         after a sync's answer (its own statement, never raises)
 --   ensure(asin, user_id)           the catalog row of asin, asking the provider now when
 --                                   the catalog lacks it: title id | nil (unknown to both);
 --                                   raises 503 provider_unavailable
@@ -305,7 +305,10 @@ end
 -- For a sync's catalog read (a title_catalog AS c row already in hand): the SQL of "this
 -- title's metadata is due" with its parameter's number n, and that parameter; nil when no
 -- provider is configured. A sync passes to enqueue only the titles it says yes for (and
--- those it inserted), so a re-sync of enriched titles makes no queue statement at all.
+-- those it inserted), so a re-sync of enriched titles makes no queue statement at all. A
+-- title never enriched stays due (metadata_checked_at IS NULL), so an enqueue that never
+-- happened (it runs after the sync's answer and fails or dies alone) is made good by the
+-- next sync that brings the title.
 -- (Probing the queue here too was measured: per title it cost the full-metadata re-sync's
 -- catalog read ~60 ms, more than the enqueue it saves; as NOT EXISTS it is planned as a
 -- scan of the whole queue per chunk.)
@@ -314,8 +317,8 @@ function _M.due(n)
   return due_sql(n), config.metadata_refresh_days
 end
 
--- After a sync committed: queue the titles it found due (the sync's catalog read said so,
--- see due above) or inserted. One statement (its own transaction); logs and returns on
+-- After a sync committed and answered (sync_import, through after_response): queue the
+-- titles it found due (the sync's catalog read said so, see due above) or inserted. One statement (its own transaction); logs and returns on
 -- failure, as the sync has already succeeded. By ASIN, the queue's key, so the statement
 -- touches the queue alone (by title id it probed the catalog too: 10,000 queued titles
 -- took ~23 ms against ~6 ms, PostgreSQL alone). The anti-join leaves out a title queued
