@@ -124,14 +124,19 @@ local function ext_item(asin)
 end
 
 describe("a sync's enrichment queue", function()
-  local provider, w
+  local provider, w, env
 
   setup(function()
     provider = fake.start()
-    w = h.fresh_world({ "alice" }, { env = {
-      SHELFSYNC_METADATA_PROVIDER_URL = provider.url, SHELFSYNC_METADATA_POLL_MS = "50",
-      SHELFSYNC_METADATA_RATE_PER_S = "200" } })
+    env = { SHELFSYNC_METADATA_PROVIDER_URL = provider.url, SHELFSYNC_METADATA_POLL_MS = "50",
+            SHELFSYNC_METADATA_RATE_PER_S = "200" }
+    w = h.fresh_world({ "alice" }, { env = env })
   end)
+
+  local function enriched(asins)
+    return one([[SELECT count(*) AS n FROM title_catalog
+                 WHERE asin = ANY($1::text[]) AND metadata_status = 'ok']], asins).n == #asins
+  end
 
   teardown(function()
     if w then w.srv:stop() end
@@ -153,15 +158,37 @@ describe("a sync's enrichment queue", function()
     assert(pg.query("COMMIT"))
     local line = 'sync ' .. res.json.syncId .. ': 3 titles queued for the enrichment after the answer (3 due or new)'
     h.wait_until(function() return w.srv:log():find(line, 1, true) end, 10, "the queue's log line")
-    h.wait_until(function()
-      return one([[SELECT count(*) AS n FROM title_catalog
-                   WHERE asin = ANY($1::text[]) AND metadata_status = 'ok']], asins).n == 3
-    end, 15, "the titles' details")
+    h.wait_until(function() return enriched(asins) end, 15, "the titles' details")
     assert.equal(0, one("SELECT count(*) AS n FROM enrich_queue WHERE asin = ANY($1::text[])", asins).n)
     -- the route's phase line stays as it was, with no time of the request spent queueing
     local route_line = "sync import " .. tostring(res.json.syncId):gsub("%p", "%%%0") ..
       ": .-catalog %d+, library %d+, queue 0, total %d+"
     assert.truthy(w.srv:log():find(route_line))
+  end)
+
+  it("is made good by the next sync of the titles when the process died before queueing", function()
+    local asins = { "B0LOST0001", "B0LOST0002" }
+    local items = { ext_item(asins[1]), ext_item(asins[2]) }
+    local pg = h.db()
+    assert(pg.query("BEGIN"))
+    finally(function() pg.query("ROLLBACK") end)
+    assert(pg.query("LOCK TABLE enrich_queue IN SHARE MODE"))
+    assert.equal(200, h.sync_items(w.srv, w.alice, items).status)
+    -- the process dies while its queueing waits: the statement dies with its connection
+    w.srv:kill()
+    h.wait_until(function() return not w.srv:alive() end, 10, "the server to die")
+    assert(pg.query([[SELECT pg_terminate_backend(pid) FROM pg_locks
+                      WHERE relation = 'enrich_queue'::regclass AND NOT granted]]))
+    assert(pg.query("COMMIT"))
+    assert.same({ queued = 0, never_checked = 2 }, one([[
+      SELECT (SELECT count(*) FROM enrich_queue WHERE asin = ANY($1::text[])) AS queued,
+             (SELECT count(*) FROM title_catalog
+              WHERE asin = ANY($1::text[]) AND metadata_checked_at IS NULL) AS never_checked]], asins))
+    w.srv = h.start_server({ env = env })
+    w.alice = h.login(w.srv, "alice@example.com")
+    local again = h.sync_items(w.srv, w.alice, items)
+    assert.same({ 200, 0 }, { again.status, again.json.newToCatalog })
+    h.wait_until(function() return enriched(asins) end, 15, "the titles' details")
   end)
 end)
 
