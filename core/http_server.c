@@ -413,7 +413,7 @@ static void run_request(struct worker *w, struct job *job)
     int status;
     const char *code, *msg;
     const struct conf *c = r->srv->conf;
-    int answered = 0;   /* app.handle built the answer: the work it left for later may run */
+    int answered = 0; /* app.handle built the answer: the work it left for later may run */
     if (inflate_body(r, &status, &code, &msg) < 0) {
         r->status = status;
         resp = error_response(r, code, msg);

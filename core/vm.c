@@ -380,7 +380,7 @@ void vm_budget_limit(lua_State *L, long limit)
 {
     struct vm_budget *b = budget_of(L);
     b->limit = limit;
-    b->used = 0;    /* a call after the request (app.after_response) gets a budget of its own */
+    b->used = 0; /* a call after the request (app.after_response) gets a budget of its own */
 }
 
 void vm_budget_disarm(lua_State *L)
