@@ -855,7 +855,7 @@ local function import(user_id, jti, prep, opts)
     local ok, res = pcall(db.tx, import_tx, user_id, jti, prep, opts)
     if ok then
       if res.new_to_catalog > 0 then title_search.later() end   -- index them once answered
-      -- Queued after the answer, on this worker (60-90 ms for 10,000 new titles). Safe:
+      -- Queued after the answer, on this worker (60-140 ms for 10,000 new titles). Safe:
       -- the enrichment is background work, and one lost here (the process dies first, or
       -- the statement fails) is rebuilt by the next sync of those titles: its catalog read
       -- returns every title never enriched (metadata_checked_at IS NULL, enrichment.due)
@@ -878,9 +878,9 @@ end
 -- Imports prep for user_id with the token jti (nil: a file import, no token). Returns
 -- {sync_id, imported, new_to_catalog, changed, removed, library, wishlist, warnings}; the
 -- enrichment's queue is filled after the answer (import above). Raises 401 (token errors
--- found under the row lock), 503, or a database error; nothing is written then. While it runs, this instance's metadata fetcher starts nothing
--- new (host.enrichment.hold): the sync a user waits for goes first, the background work
--- after. opts (optional): covers = {SOURCE = true, ...}, the sources this import replaces
+-- found under the row lock), 503, or a database error; nothing is written then. While it
+-- runs, this instance's metadata fetcher starts nothing new (host.enrichment.hold): the
+-- sync a user waits for goes first, the background work after. opts (optional): covers = {SOURCE = true, ...}, the sources this import replaces
 -- (default LIBRARY and WISHLIST; MANUAL never): only active entries of those sources that
 -- it lacks are removed, and an entry of another source is left as it is unless the item
 -- is a LIBRARY one (a purchase); dry_run = true: everything is done and then rolled back,

@@ -16,6 +16,10 @@ BENCH_URL="http://127.0.0.1:$PORT" BENCH_PID="$SERVER_PID" lua5.4 bench/bench_sy
 echo
 echo "server-side phases per import (ms), in order:"
 grep -o '"msg":"sync import [^"]*' "$WORK/server.log" | sed -E 's/.*, ([0-9]+) titles \(([0-9]+) new.*ms: /\1 titles, \2 new: /'
+# The enrichment queue is filled after the answer (not in the times above): its own lines.
+echo "enrichment queue after the answer, per import that queued (ms):"
+grep -o '"msg":"sync [0-9a-f-]*: [0-9]* titles queued[^"]*' "$WORK/server.log" |
+  sed -E 's/.*: ([0-9]+) titles queued.*\(([0-9]+) due or new\); ms: /\1 of \2 queued: /' || true
 
 # A library file (POST /api/import, issue 14) on a fresh server, so that its peak RSS is
 # the import's own.
