@@ -880,11 +880,12 @@ end
 -- enrichment's queue is filled after the answer (import above). Raises 401 (token errors
 -- found under the row lock), 503, or a database error; nothing is written then. While it
 -- runs, this instance's metadata fetcher starts nothing new (host.enrichment.hold): the
--- sync a user waits for goes first, the background work after. opts (optional): covers = {SOURCE = true, ...}, the sources this import replaces
--- (default LIBRARY and WISHLIST; MANUAL never): only active entries of those sources that
--- it lacks are removed, and an entry of another source is left as it is unless the item
--- is a LIBRARY one (a purchase); dry_run = true: everything is done and then rolled back,
--- the answer is what it would have been (nothing queued).
+-- sync a user waits for goes first, the background work after. opts (optional):
+-- covers = {SOURCE = true, ...}, the sources this import replaces (default LIBRARY and
+-- WISHLIST; MANUAL never): only active entries of those sources that it lacks are
+-- removed, and an entry of another source is left as it is unless the item is a LIBRARY
+-- one (a purchase); dry_run = true: everything is done and then rolled back, the answer
+-- is what it would have been (nothing queued).
 function _M.run(user_id, jti, prep, opts)
   opts = opts or NOTHING
   local hold = host.enrichment.hold
