@@ -318,12 +318,13 @@ function _M.due(n)
 end
 
 -- After a sync committed and answered (sync_import, through after_response): queue the
--- titles it found due (the sync's catalog read said so, see due above) or inserted. One statement (its own transaction); logs and returns on
--- failure, as the sync has already succeeded. By ASIN, the queue's key, so the statement
--- touches the queue alone (by title id it probed the catalog too: 10,000 queued titles
--- took ~23 ms against ~6 ms, PostgreSQL alone). The anti-join leaves out a title queued
--- already in one pass (ON CONFLICT alone took ~21 ms of execution for 10,000 queued
--- titles); ON CONFLICT settles one another sync queued meanwhile.
+-- titles it found due (the sync's catalog read said so, see due above) or inserted. One
+-- statement (its own transaction); logs and returns on failure, as the sync has already
+-- succeeded. By ASIN, the queue's key, so the statement touches the queue alone (by title
+-- id it probed the catalog too: 10,000 queued titles took ~23 ms against ~6 ms,
+-- PostgreSQL alone). The anti-join leaves out a title queued already in one pass (ON
+-- CONFLICT alone took ~21 ms of execution for 10,000 queued titles); ON CONFLICT settles
+-- one another sync queued meanwhile.
 local ENQUEUE_SQL = [[
     INSERT INTO enrich_queue (asin, region)
     SELECT a.asin, COALESCE((SELECT u.marketplace FROM users AS u WHERE u.id = $2), $3)
