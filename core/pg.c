@@ -545,6 +545,38 @@ static PGresult *run_statement(struct pg_conn *c, const char *sql, int nparams,
     }
 }
 
+/* lose_tx with the cause e already says (a deadline passed, the connection broke). */
+static void lose_tx_from(struct pg_conn *c, struct pg_error *e)
+{
+    char what[sizeof(e->msg)];
+    snprintf(what, sizeof(what), "%s", e->msg);
+    lose_tx(c, e, what);
+}
+
+/*
+** A statement's result on a connection that answered: a success is returned; a failure
+** fills e and gives NULL, with *broken set when the connection itself is gone (the caller
+** drops it and decides what that means for the transaction). Keeps c->in_tx current.
+*/
+static PGresult *settle_result(struct pg_conn *c, PGresult *res, int *broken, struct pg_error *e)
+{
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+
+    *broken = 0;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        c->in_tx = PQtransactionStatus(c->conn) != PQTRANS_IDLE;
+        return res;
+    }
+    err_from_result(e, c->conn, res);
+    PQclear(res);
+    if (PQstatus(c->conn) != CONNECTION_BAD && e->kind != PG_KIND_CONNECTION) {
+        c->in_tx = PQtransactionStatus(c->conn) != PQTRANS_IDLE;
+        return NULL;
+    }
+    *broken = 1;
+    return NULL;
+}
+
 /* The single retry of reads and the lost-transaction state: see the top comment. */
 PGresult *pg_execp(struct pg_conn *c, const char *sql, int nparams, const char *const *values,
                    const int *lengths, const int *formats, int flags, struct pg_error *e)
@@ -558,9 +590,8 @@ PGresult *pg_execp(struct pg_conn *c, const char *sql, int nparams, const char *
         return NULL;
     }
     for (;;) {
-        int was_in_tx = c->in_tx;
+        int was_in_tx = c->in_tx, broken;
         PGresult *res;
-        ExecStatusType st;
 
         if (c->conn && !conn_alive(c)) {
             conn_drop(c);
@@ -579,31 +610,17 @@ PGresult *pg_execp(struct pg_conn *c, const char *sql, int nparams, const char *
         }
         res = run_statement(c, sql, nparams, values, lengths, formats, flags, e);
         if (c->conn == NULL) { /* past the deadline: never retried, it would wait again */
-            if (was_in_tx && !c->tx_lost) {
-                char what[sizeof(e->msg)];
-                snprintf(what, sizeof(what), "%s", e->msg);
-                lose_tx(c, e, what);
-            }
+            if (was_in_tx && !c->tx_lost)
+                lose_tx_from(c, e);
             return NULL;
         }
-        st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-            c->in_tx = PQtransactionStatus(c->conn) != PQTRANS_IDLE;
+        res = settle_result(c, res, &broken, e);
+        if (res != NULL || !broken)
             return res;
-        }
-        err_from_result(e, c->conn, res);
-        PQclear(res);
-        if (PQstatus(c->conn) != CONNECTION_BAD && e->kind != PG_KIND_CONNECTION) {
-            c->in_tx = PQtransactionStatus(c->conn) != PQTRANS_IDLE;
-            return NULL;
-        }
         conn_drop(c);
         if (was_in_tx) {
-            if (!c->tx_lost) {
-                char what[sizeof(e->msg)];
-                snprintf(what, sizeof(what), "%s", e->msg);
-                lose_tx(c, e, what);
-            }
+            if (!c->tx_lost)
+                lose_tx_from(c, e);
             return NULL;
         }
         if (!(flags & EXEC_READ) || retried)
@@ -639,8 +656,7 @@ int pg_sendp(struct pg_conn *c, const char *sql, int nparams, const char *const 
 PGresult *pg_collect(struct pg_conn *c, struct pg_error *e)
 {
     PGresult *res;
-    ExecStatusType st;
-    char what[sizeof(e->msg)];
+    int broken;
 
     if (!c->inflight) {
         pg_err_set(e, PG_KIND_QUERY, "XX000", "pg_collect: nothing was sent");
@@ -649,25 +665,15 @@ PGresult *pg_collect(struct pg_conn *c, struct pg_error *e)
     c->inflight = 0;
     res = wait_result(c, e);
     if (c->conn == NULL) { /* past the deadline: the connection was dropped */
-        snprintf(what, sizeof(what), "%s", e->msg);
-        lose_tx(c, e, what);
+        lose_tx_from(c, e);
         return NULL;
     }
-    st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-        c->in_tx = PQtransactionStatus(c->conn) != PQTRANS_IDLE;
-        return res;
+    res = settle_result(c, res, &broken, e);
+    if (res == NULL && broken) { /* sent inside a transaction (pg_sendp): it is gone */
+        conn_drop(c);
+        lose_tx_from(c, e);
     }
-    err_from_result(e, c->conn, res);
-    PQclear(res);
-    if (PQstatus(c->conn) != CONNECTION_BAD && e->kind != PG_KIND_CONNECTION) {
-        c->in_tx = PQtransactionStatus(c->conn) != PQTRANS_IDLE;
-        return NULL;
-    }
-    snprintf(what, sizeof(what), "%s", e->msg);
-    conn_drop(c);
-    lose_tx(c, e, what);
-    return NULL;
+    return res;
 }
 
 void pg_drain(struct pg_conn *c)

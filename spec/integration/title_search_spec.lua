@@ -5,13 +5,7 @@
 -- answered moves them, and the cleanup takes what a crash left.
 local h = require("spec.support.helpers")
 
-local pg
-
-local function q(sql, ...)
-  local rows, err = pg.query(sql, ...)
-  if not rows then error(("statement failed: %s\n%s"):format(tostring(err), sql), 2) end
-  return rows
-end
+local q = h.rows
 
 local function n(sql, ...) return q(sql, ...)[1].n end
 
@@ -52,7 +46,6 @@ local TITLES = [[
     ('B0TS000003', 'Der Richter und sein Henker', ARRAY['Friedrich Dürrenmatt'], ARRAY['Gert Westphal'], NULL)]]
 
 describe("the search text in its own table (sql/009)", function()
-  setup(function() pg = h.db() end)
   before_each(function() h.reset_db() end)
 
   it("gives a title inserted outside a sync its indexed row at once", function()
