@@ -262,6 +262,37 @@ try {
     PAGES.lists = { path: '/lists' };
   });
 
+  await step('tier list: every move button is a 44×44 target overlapping no other button, cover or label, at 1440 and 390 px, light and dark', async () => {
+    for (const [w, h] of [[1440, 900], [390, 844]]) {
+      await page.setViewport({ width: w, height: h });
+      for (const theme of ['light', 'dark']) {
+        await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: theme }]);
+        const boxes = await page.$$eval('.tier-editor .tier-row', (rows) => rows.flatMap((row, r) => {
+          const box = (e, kind) => { const b = e.getBoundingClientRect(); return { kind, r, name: e.getAttribute('aria-label') || kind, x: b.left, y: b.top, w: b.width, h: b.height }; };
+          return [...row.querySelectorAll('.mv')].map((e) => box(e, 'button'))
+            .concat([...row.querySelectorAll('.tier-item .cover, .tier-label input')].map((e) => box(e, 'cover or label')))
+            .concat([box(row, 'row')]);
+        }));
+        const buttons = boxes.filter((b) => b.kind === 'button');
+        check(buttons.length === 5 * 4 + 5 * 3, `${w} ${theme}: four moves per title and three tools per tier (${buttons.length})`);
+        const small = buttons.filter((b) => b.w < 44 || b.h < 44).map((b) => `${b.name} ${b.w}×${b.h}`);
+        check(small.length === 0, `${w} ${theme}: under 44×44: ${small.join(', ')}`);
+        const overlap = (a, b) => Math.min(a.x + a.w, b.x + b.w) - Math.max(a.x, b.x) > 0.5 && Math.min(a.y + a.h, b.y + b.h) - Math.max(a.y, b.y) > 0.5;
+        const things = boxes.filter((b) => b.kind !== 'row');
+        const hits = [];
+        for (const a of buttons) {
+          for (const b of things) if (a !== b && overlap(a, b)) hits.push(`${a.name} / ${b.name}`);
+          const row = boxes.find((b) => b.kind === 'row' && b.r === a.r);
+          if (a.y < row.y - 0.5 || a.y + a.h > row.y + row.h + 0.5) hits.push(`${a.name} outside its tier row`);
+        }
+        check(hits.length === 0, `${w} ${theme}: overlaps: ${[...new Set(hits)].slice(0, 6).join('; ')}`);
+        await page.screenshot({ path: join(SHOTS, `tierlist-moves-${w}-${theme}.png`), fullPage: true });
+      }
+    }
+    await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: 'light' }]);
+    await page.setViewport({ width: 1440, height: 900 });
+  });
+
   await step('/lists: cover strips, badges and counts; rename and change visibility; delete names what goes', async () => {
     await page.goto(BASE + '/lists');
     await page.waitForSelector('.list-card h3');
