@@ -202,6 +202,52 @@ try {
     await waitCount(page, `${n(owned.length)} titles`);
   });
 
+  await step('Back from a title returns to the same card at the same height, as many cards loaded; the nav link starts at the top', async () => {
+    const tiles = () => page.$$eval('.grid .tile', (els) => els.length);
+    const idle = () => page.waitForFunction(() => !document.querySelector('.skeleton, .more button[disabled]'), { timeout: 15000 });
+    for (const [w, h] of [[1440, 900], [390, 844]]) {
+      await page.setViewport({ width: w, height: h });
+      await page.goto(BASE + '/library');
+      await waitCount(page, `${n(owned.length)} titles`);
+      for (let i = 0; i < 3; i++) {       // four pages of the cursor
+        const before = await tiles();
+        await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
+        await page.waitForFunction((b) => document.querySelectorAll('.grid .tile').length > b, { timeout: 15000 }, before);
+        await idle();
+      }
+      const loaded = await tiles();
+      check(loaded >= 4 * 48 || loaded === owned.length, `${w}: four pages loaded (${loaded})`);
+      // The 121st card, 300 px below the top of the window: deep in the grid, the sentinel far below.
+      const asin = await page.$eval('.grid .tile:nth-child(121)', (e) => { e.scrollIntoView(); window.scrollBy(0, -300); return e.dataset.asin; });
+      await idle();
+      const top = () => page.$eval(`.grid .tile[data-asin="${asin}"]`, (e) => e.getBoundingClientRect().top);
+      const at = await top();
+      check(Math.abs(at - 300) < 2, `${w}: the card is 300 px down (${at})`);
+      equal(await tiles(), loaded, `${w}: nothing more loaded at that place`);
+      await new Promise((r) => setTimeout(r, 200));      // a listener's pause: the scroll stops
+      await page.click(`.grid .tile[data-asin="${asin}"] .tile-link`);
+      await page.waitForSelector('.title-info h1');
+      equal(await page.evaluate(() => window.scrollY), 0, `${w}: the title page starts at the top`);
+      await page.goBack();
+      await page.waitForFunction((a, t) => {
+        const e = document.querySelector(`.grid .tile[data-asin="${a}"]`);
+        return e && Math.abs(e.getBoundingClientRect().top - t) < 2;
+      }, { timeout: 15000 }, asin, at);
+      await idle();
+      equal(await tiles(), loaded, `${w}: the same number of cards after Back`);
+      check(Math.abs((await top()) - at) < 2, `${w}: the card stays at ${at} px (${await top()})`);
+      await page.screenshot({ path: join(SHOTS, `library-back-${w}-light.png`) });
+      // A fresh visit by the nav link (from the title page) starts at the top, with one page.
+      await page.click(`.grid .tile[data-asin="${asin}"] .tile-link`);
+      await page.waitForSelector('.title-info h1');
+      await page.click('.topbar nav a[href="/library"]');
+      await waitCount(page, `${n(owned.length)} titles`);
+      equal(await tiles(), 48, `${w}: one page after the nav link`);
+      equal(await page.evaluate(() => window.scrollY), 0, `${w}: the nav link starts at the top`);
+    }
+    await page.setViewport({ width: 1440, height: 900 });
+  });
+
   await step('the wishlist tab and the list view, both in the URL', async () => {
     await page.click('.tabs a:nth-child(2)');
     await waitCount(page, `${n(wishlist.length)} titles`);

@@ -25,10 +25,22 @@ export function match(pathname) {
 const listeners = new Set();
 function changed() { for (const fn of listeners) fn(); }
 window.addEventListener('popstate', changed);
+// The pages draw after their data arrives, later than the browser would restore a position;
+// a page that wants its position back keeps it in history.state itself (the library does).
+history.scrollRestoration = 'manual';
+
+const leaving = new Set();
+// fn() runs just before navigate() leaves the current entry: the last moment to write
+// that entry's history.state. Answers the function that unregisters fn.
+export function beforeLeave(fn) {
+  leaving.add(fn);
+  return () => leaving.delete(fn);
+}
 
 // Goes to url (path + query) on this site; replace: no new history entry.
 export function navigate(url, { replace = false } = {}) {
   if (url === location.pathname + location.search) return;
+  for (const fn of leaving) fn();
   history[replace ? 'replaceState' : 'pushState'](null, '', url);
   changed();
 }

@@ -2,14 +2,17 @@
 // filters, sorts and infinite scroll over the API's keyset cursor. The URL holds the view:
 // its parameters are the API's own (source, q, author, narrator, series, category,
 // language, progress, sort, order) plus view=list, so a view can be bookmarked and Back
-// restores it.
+// restores it. Back also brings the listener to where they were: the view's history entry
+// keeps how many entries were loaded and which card was at what height (history.state),
+// and the page reads that many again and scrolls the card back there.
 import { html, useState, useEffect, useRef } from '../html.js';
 import { get, query as qs } from '../api.js';
-import { navigate } from '../router.js';
+import { navigate, beforeLeave } from '../router.js';
 import { Cover, ErrorText, Progress, byline, duration, num, plural, setTitle } from '../ui.js';
 import { AddByAsin, Pending } from '../enrichment.js';
 
 const PAGE = 48;
+const MOST = 200;             // the API's largest page
 const DEBOUNCE_MS = 250;
 const FILTERS = [
   ['author', 'Author', 'authors'], ['narrator', 'Narrator', 'narrators'], ['series', 'Series', 'series'],
@@ -45,9 +48,30 @@ function apiParams(p) {
   return a;
 }
 
+// The first n entries of the view (at least a page), following the cursor in pages of up to MOST.
+async function readFirst(api, n) {
+  let items = [], cursor = null, total = 0;
+  do {
+    const r = await get('/api/library' + qs({ ...api, limit: Math.min(MOST, Math.max(PAGE, n) - items.length), cursor }));
+    if (!cursor) total = r.total;
+    items = items.concat(r.items);
+    cursor = r.nextCursor;
+  } while (cursor && items.length < n);
+  return { items, cursor, total };
+}
+
+// The first card on screen and its height in the window: the place to come back to.
+function anchor() {
+  for (const el of document.querySelectorAll('main [data-asin]')) {
+    const r = el.getBoundingClientRect();
+    if (r.bottom > 0) return { asin: el.dataset.asin, offset: r.top };
+  }
+  return {};
+}
+
 function GridCard({ e, eager }) {
   const t = e.title;
-  return html`<li class="tile">
+  return html`<li class="tile" data-asin=${e.asin}>
     <a href=${'/library/' + e.asin} class="tile-link">
       <div class="tile-cover">
         <${Cover} asin=${e.asin} title=${t.title} url=${t.coverImageUrl} eager=${eager} />
@@ -62,7 +86,7 @@ function GridCard({ e, eager }) {
 
 function ListRow({ e }) {
   const t = e.title;
-  return html`<li class="row">
+  return html`<li class="row" data-asin=${e.asin}>
     <${Cover} asin=${e.asin} title=${t.title} url=${t.coverImageUrl} size="small" />
     <div class="row-main">
       <a href=${'/library/' + e.asin} class="row-title">${t.title}</a>
@@ -123,6 +147,17 @@ export default function Library({ query, me }) {
   const sentinel = useRef(null);
   const pageRef = useRef(page);
   pageRef.current = page;
+  const readKey = useRef(null);      // the view the first-page effect last read
+  const restore = useRef(null);      // a saved place to scroll back to, once its entries are drawn
+  const search = query.toString();
+  // This view's place, written into its history entry (guarded: the URL may already be another's).
+  const save = useRef(null);
+  save.current = () => {
+    const cur = pageRef.current;
+    if (cur.key !== key || restore.current || location.pathname !== '/library' ||
+        new URLSearchParams(location.search).toString() !== search) return;
+    history.replaceState({ ...history.state, library: { key, count: cur.items.length, y: window.scrollY, ...anchor() } }, '');
+  };
 
   // Any change but the search text is a new history entry; typing replaces the current one.
   function set(change, replace = false) {
@@ -133,18 +168,42 @@ export default function Library({ query, me }) {
 
   useEffect(() => { setTitle(wishlist ? 'Wishlist' : 'Library'); }, [wishlist]);
 
-  // First page of every new view.
+  // First page of every new view; coming back to a view with a saved place (Back, Forward,
+  // reload), as many entries as were loaded there.
   useEffect(() => {
     const mine = ++seq.current;
+    const saved = readKey.current !== key && history.state && history.state.library;
+    const back = saved && saved.key === key ? saved : null;
+    readKey.current = key;
     setLoading(true);
     setError(null);
     performance.mark('library:query');
-    get('/api/library' + qs({ ...api, limit: PAGE })).then((r) => {
+    readFirst(api, back ? back.count : PAGE).then((r) => {
       if (mine !== seq.current) return;
-      setPage({ key, items: r.items, cursor: r.nextCursor, total: r.total });
+      restore.current = back;
+      setPage({ key, ...r });
       setLoading(false);
     }, (e) => { if (mine === seq.current) { setError(e); setLoading(false); } });
   }, [key, tick]);
+
+  // The saved place, once drawn: its card at its height again (else the same scroll offset).
+  useEffect(() => {
+    const back = restore.current;
+    if (!back || page.key !== key) return;
+    restore.current = null;
+    const el = back.asin && document.querySelector(`main [data-asin="${CSS.escape(back.asin)}"]`);
+    window.scrollTo(0, el ? el.getBoundingClientRect().top + window.scrollY - back.offset : back.y);
+  }, [page]);
+
+  // The place is saved when more entries arrive, when scrolling stops, and when leaving by a link.
+  useEffect(() => { save.current(); }, [page]);
+  useEffect(() => {
+    let t;
+    const onScroll = () => { clearTimeout(t); t = setTimeout(() => save.current(), 150); };
+    window.addEventListener('scroll', onScroll, { passive: true });
+    const off = beforeLeave(() => save.current());
+    return () => { clearTimeout(t); window.removeEventListener('scroll', onScroll); off(); };
+  }, []);
 
   // For make bench-web: a new view's first page is on screen (the frame after it rendered).
   useEffect(() => {
