@@ -218,27 +218,30 @@ try {
       const loaded = await tiles();
       check(loaded >= 4 * 48 || loaded === owned.length, `${w}: four pages loaded (${loaded})`);
       // The 121st card, 300 px below the top of the window: deep in the grid, the sentinel far below.
-      const asin = await page.$eval('.grid .tile:nth-child(121)', (e) => { e.scrollIntoView(); window.scrollBy(0, -300); return e.dataset.asin; });
+      const href = await page.$eval('.grid .tile:nth-child(121)', (e) => { e.scrollIntoView(); window.scrollBy(0, -300); return e.querySelector('a').getAttribute('href'); });
+      const card = `.grid .tile-link[href="${href}"]`;
       await idle();
-      const top = () => page.$eval(`.grid .tile[data-asin="${asin}"]`, (e) => e.getBoundingClientRect().top);
+      const top = () => page.$eval(card, (e) => e.closest('.tile').getBoundingClientRect().top);
       const at = await top();
       check(Math.abs(at - 300) < 2, `${w}: the card is 300 px down (${at})`);
       equal(await tiles(), loaded, `${w}: nothing more loaded at that place`);
       await new Promise((r) => setTimeout(r, 200));      // a listener's pause: the scroll stops
-      await page.click(`.grid .tile[data-asin="${asin}"] .tile-link`);
+      await page.click(card);
       await page.waitForSelector('.title-info h1');
       equal(await page.evaluate(() => window.scrollY), 0, `${w}: the title page starts at the top`);
       await page.goBack();
-      await page.waitForFunction((a, t) => {
-        const e = document.querySelector(`.grid .tile[data-asin="${a}"]`);
-        return e && Math.abs(e.getBoundingClientRect().top - t) < 2;
-      }, { timeout: 15000 }, asin, at);
+      await page.waitForFunction((c, t) => {
+        const e = document.querySelector(c);
+        return e && Math.abs(e.closest('.tile').getBoundingClientRect().top - t) < 2;
+      }, { timeout: 15000 }, card, at).catch(async () => {
+        throw new Failure(`${w}: after Back the card is at ${await top().catch(() => 'nowhere')} px, not ${at}, with ${await tiles()} cards of ${loaded}`);
+      });
       await idle();
       equal(await tiles(), loaded, `${w}: the same number of cards after Back`);
       check(Math.abs((await top()) - at) < 2, `${w}: the card stays at ${at} px (${await top()})`);
       await page.screenshot({ path: join(SHOTS, `library-back-${w}-light.png`) });
       // A fresh visit by the nav link (from the title page) starts at the top, with one page.
-      await page.click(`.grid .tile[data-asin="${asin}"] .tile-link`);
+      await page.click(card);
       await page.waitForSelector('.title-info h1');
       await page.click('.topbar nav a[href="/library"]');
       await waitCount(page, `${n(owned.length)} titles`);
