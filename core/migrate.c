@@ -9,7 +9,11 @@
 **      number are refused);
 **   3. refuses to go on if a file already applied has a different checksum now
 **      (an applied migration must never change: add a new file instead);
-**   4. applies each pending file in its own transaction, together with its
+**   4. refuses to go on if a pending file is numbered at or below the highest
+**      applied one (it would run last here, in number order on a fresh database:
+**      two orders for one schema, sql/README.md), so nothing of such a run is
+**      applied; a number nobody ever wrote (002) is no such file;
+**   5. applies each pending file in its own transaction, together with its
 **      schema_migrations row: all of it or nothing.
 **
 ** A file is split into statements by a small lexer that knows quotes, E''
@@ -340,6 +344,12 @@ static int migration_name_ok(const char *name)
            strcmp(name + n - 4, ".sql") == 0 && n < sizeof(((struct migration *)0)->name);
 }
 
+/* A valid migration name's number, its first three digits. */
+static int migration_number(const char *name)
+{
+    return (name[0] - '0') * 100 + (name[1] - '0') * 10 + (name[2] - '0');
+}
+
 static int cmp_names(const void *a, const void *b)
 {
     return strcmp(((const struct migration *)a)->name, ((const struct migration *)b)->name);
@@ -432,6 +442,44 @@ fail:
         closedir(d);
     migrations_free(m, n);
     return -1;
+}
+
+/*
+** Every pending file must come after the highest migration the database records, as it
+** would on a fresh database: one checked before anything is applied. Returns 0, or -1
+** with a message in err naming the first such file.
+*/
+static int check_order(const struct migration *files, size_t n, const PGresult *applied, char *err,
+                       size_t errlen)
+{
+    const char *highest = NULL;
+    int top, next;
+
+    for (int r = 0; r < PQntuples(applied); r++) {
+        const char *name = PQgetvalue(applied, r, 0);
+        if (migration_name_ok(name) &&
+            (highest == NULL || migration_number(name) > migration_number(highest)))
+            highest = name;
+    }
+    if (highest == NULL)
+        return 0;
+    top = migration_number(highest);
+    next = top + 1;
+    for (size_t i = 0; i < n; i++)
+        if (migration_number(files[i].name) >= next)
+            next = migration_number(files[i].name) + 1;
+    for (size_t i = 0; i < n; i++) {
+        if (files[i].applied || migration_number(files[i].name) > top)
+            continue;
+        snprintf(err, errlen,
+                 "migration %s is pending but not numbered above %s, the highest migration "
+                 "applied to this database: it would run last here and in number order on a "
+                 "fresh database (two orders for one schema, see sql/README.md); give it the "
+                 "next free number, %03d; nothing was applied",
+                 files[i].name, highest, next);
+        return -1;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------ database */
@@ -624,6 +672,8 @@ int migrate_run(const char *conninfo, const char *sql_dir, char *err, size_t err
             files[i].applied = 1;
         }
     }
+    if (check_order(files, nfiles, applied, err, errlen) < 0)
+        goto out;
     for (size_t i = 0; i < nfiles; i++) {
         if (files[i].applied)
             continue;

@@ -136,6 +136,82 @@ describe("shelfsync migrate", function()
     assert.equal(0, query(url, "SELECT count(*) AS n FROM pg_tables WHERE tablename = 'b'")[1].n)
   end)
 
+  -- What the database records and which tables it has, for the ordering cases below.
+  local function applied_and_tables(url)
+    return query(url, [[SELECT
+      (SELECT array_agg(filename ORDER BY filename) FROM schema_migrations) AS applied,
+      (SELECT array_agg(tablename::text ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public') AS tables]])[1]
+  end
+
+  it("refuses a pending migration numbered below the highest applied one, and applies nothing of that run", function()
+    local url = db_for_test()
+    local dir = sql_dir({ ["001_a.sql"] = "CREATE TABLE a (id int);\n", ["003_c.sql"] = "CREATE TABLE c (id int);\n" })
+    assert.equal(0, (migrate(url, dir)))
+    -- 004 would be fine alone; 002 is the file that would run in two orders.
+    h.write_file(dir .. "/002_b.sql", "CREATE TABLE b (id int);\n")
+    h.write_file(dir .. "/004_d.sql", "CREATE TABLE d (id int);\n")
+    local code, out = migrate(url, dir)
+    assert.equal(1, code)
+    assert.matches("migration 002_b.sql is pending but not numbered above 003_c.sql, the highest migration "
+      .. "applied to this database: it would run last here and in number order on a fresh database (two "
+      .. "orders for one schema, see sql/README.md); give it the next free number, 005; nothing was applied", out, 1, true)
+    assert.same({ applied = { "001_a.sql", "003_c.sql" }, tables = { "a", "c", "schema_migrations" } },
+      applied_and_tables(url))
+  end)
+
+  it("refuses a pending migration that takes the number of an applied one under another name", function()
+    local url = db_for_test()
+    local dir = sql_dir({ ["001_a.sql"] = "CREATE TABLE a (id int);\n" })
+    assert.equal(0, (migrate(url, dir)))
+    assert(os.rename(dir .. "/001_a.sql", dir .. "/001_renamed.sql"))
+    local code, out = migrate(url, dir)
+    assert.equal(1, code)
+    assert.matches("migration 001_renamed.sql is pending but not numbered above 001_a.sql", out, 1, true)
+    assert.same({ applied = { "001_a.sql" }, tables = { "a", "schema_migrations" } }, applied_and_tables(url))
+  end)
+
+  it("still applies a pending migration numbered above every applied one, across a number never written", function()
+    local url = db_for_test()
+    local dir = sql_dir({ ["001_a.sql"] = "CREATE TABLE a (id int);\n", ["003_c.sql"] = "CREATE TABLE c (id int);\n" })
+    assert.equal(0, (migrate(url, dir)))
+    h.write_file(dir .. "/004_d.sql", "CREATE TABLE d (id int);\n")
+    local code, out = migrate(url, dir)
+    assert.equal(0, code, out)
+    assert.matches("migration 004_d.sql applied", out, 1, true)
+    assert.same({ applied = { "001_a.sql", "003_c.sql", "004_d.sql" }, tables = { "a", "c", "d", "schema_migrations" } },
+      applied_and_tables(url))
+  end)
+
+  it("applies a new file after the real sql/ on a database migrated without any 002", function()
+    local url = db_for_test()
+    assert.equal(0, (migrate(url)))
+    local names = list_sql_files()
+    local files = {}
+    for _, name in ipairs(names) do files[name] = h.read_file(h.root .. "/sql/" .. name) end
+    local next_name = string.format("%03d_next.sql", tonumber(names[#names]:sub(1, 3)) + 1)
+    files[next_name] = "CREATE TABLE next_one (id int);\n"
+    local code, out = migrate(url, sql_dir(files))
+    assert.equal(0, code, out)
+    assert.matches("migration " .. next_name .. " applied", out, 1, true)
+    assert.equal(0, query(url, "SELECT count(*) AS n FROM schema_migrations WHERE filename LIKE '002%'")[1].n)
+    assert.equal(1, query(url, "SELECT count(*) AS n FROM pg_tables WHERE tablename = 'next_one'")[1].n)
+  end)
+
+  it("keeps serve from starting when a pending migration is numbered below an applied one", function()
+    local url = db_for_test()
+    local dir = sql_dir({ ["001_a.sql"] = "CREATE TABLE a (id int);\n", ["003_c.sql"] = "CREATE TABLE c (id int);\n" })
+    assert.equal(0, (migrate(url, dir)))
+    h.write_file(dir .. "/002_b.sql", "CREATE TABLE b (id int);\n")
+    local ok, err = pcall(h.start_server, { env = { DATABASE_URL = url, SHELFSYNC_SQL_DIR = dir,
+      SHELFSYNC_MIGRATE_ON_START = "1" } })
+    if ok then err:stop() end
+    assert.is_false(ok, "the server started")
+    assert.matches("server exited at start", err, 1, true)
+    assert.matches("migration 002_b.sql is pending but not numbered above 003_c.sql", err, 1, true)
+    assert.same({ applied = { "001_a.sql", "003_c.sql" }, tables = { "a", "c", "schema_migrations" } },
+      applied_and_tables(url))
+  end)
+
   it("names the file, line and statement of a failing migration and leaves the schema as it was", function()
     local url = db_for_test()
     local dir = sql_dir({
