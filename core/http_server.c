@@ -40,9 +40,6 @@
    index must fit, or it answers by itself (HTML) or not at all. Sized well above our own
    limits (conf: max_url_bytes, max_header_bytes), so that our code decides. */
 #define MHD_POOL_BYTES(c) (2 * ((c)->max_url_bytes + (c)->max_header_bytes) + 64 * 1024)
-/* Bearer routes take the sync tokens routes/sync.lua issues: this is their audience. */
-#define BEARER_AUDIENCE "shelfsync-sync"
-#define BEARER_CHALLENGE "Bearer realm=\"shelfsync-sync\", error=\"invalid_token\""
 #define RETRY_AFTER_S "5"
 #define MAX_HEADER_FIELDS 100
 #define MAX_QUERY_PARAMS 200
@@ -85,6 +82,7 @@ struct request {
     char *body;
     size_t len, cap, limit, seen;   /* limit: the route's body_limit (core/routes.h) */
     enum routes_auth auth;          /* the route's authentication */
+    char audience[ROUTES_AUDIENCE_MAX + 1]; /* a bearer route's token audience (and realm) */
     int routed;                     /* a Lua route matches: the static files do not answer */
     char *allow_origin;             /* owned: its CORS Access-Control-Allow-Origin, or NULL */
     int started, dispatched, health;
@@ -477,6 +475,9 @@ static int apply_route(struct request *r)
     r->limit = rt ? rt->body_limit : r->srv->conf->max_body_bytes;
     r->raw_body = rt ? rt->raw_body : 0;
     r->auth = rt ? rt->auth : ROUTES_AUTH_SESSION;
+    /* Copied: the snapshot, and its table, may be gone before the request is answered. */
+    if (rt && rt->auth == ROUTES_AUTH_BEARER)
+        memcpy(r->audience, rt->audience, sizeof r->audience);
     r->routed = rt != NULL;
     const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
     const char *allow = routes_allow_origin(t, rt ? rt->cors : ROUTES_CORS_LISTED, origin);
@@ -539,9 +540,12 @@ static enum MHD_Result send_refusal(struct request *r, const struct http_frame_v
         return MHD_NO;
     if (v->close)
         MHD_add_response_header(resp, "Connection", "close");
-    if (v->status == 401)
-        MHD_add_response_header(resp, "WWW-Authenticate", BEARER_CHALLENGE);
-    else if (v->status == 503 || v->status == 429)
+    if (v->status == 401) {
+        char challenge[sizeof r->audience + 64];
+        snprintf(challenge, sizeof challenge, "Bearer realm=\"%s\", error=\"invalid_token\"",
+                 r->audience);
+        MHD_add_response_header(resp, "WWW-Authenticate", challenge);
+    } else if (v->status == 503 || v->status == 429)
         MHD_add_response_header(resp, "Retry-After", RETRY_AFTER_S);
     r->status = v->status;
     enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)v->status, resp);
@@ -616,9 +620,10 @@ static enum MHD_Result refuse_after_body(struct request *r, const struct http_fr
 }
 
 /*
-** A Bearer route's token, checked before a byte of the body is kept: signature, audience
-** and expiry (jwt_check_hs256). The handler still checks everything again, and the
-** token's row. Returns 0, or -1 with the 401 in *v.
+** A Bearer route's token, checked before a byte of the body is kept: signature, the
+** audience its route declares (routes/sync.lua's route table) and expiry
+** (jwt_check_hs256). The handler still checks everything again, and the token's row.
+** Returns 0, or -1 with the 401 (its realm the same audience) in *v.
 */
 static int check_bearer(struct request *r, struct http_frame_verdict *v)
 {
@@ -632,8 +637,7 @@ static int check_bearer(struct request *r, struct http_frame_verdict *v)
         ;
     size_t len = strcspn(h, " ");
     const char *why;
-    const char *code =
-        jwt_check_hs256(h, len, conf_secret, strlen(conf_secret), BEARER_AUDIENCE, &why);
+    const char *code = jwt_check_hs256(h, len, conf_secret, strlen(conf_secret), r->audience, &why);
     if (!code)
         return 0;
     v->code = code;

@@ -44,6 +44,40 @@ static int split_path(struct routes_route *rt)
     return 0;
 }
 
+/* Fits a token audience and the realm of a quoted-string challenge alike. */
+static int audience_ok(const char *s, size_t len)
+{
+    if (!s || len < 1 || len > ROUTES_AUDIENCE_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e || s[i] == '"' || s[i] == '\\')
+            return 0;
+    return 1;
+}
+
+/*
+** A bearer route's audience (the route table at the top of L) into rt: what C checks its
+** tokens against before the body. Returns 0, or -1 with a message in err.
+*/
+static int read_audience(lua_State *L, struct routes_route *rt, char *err, size_t errlen)
+{
+    size_t len = 0;
+    lua_getfield(L, -1, "audience");
+    const char *aud = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+    int rc = 0;
+    if (rt->auth != ROUTES_AUTH_BEARER)
+        rt->audience[0] = '\0';
+    else if (audience_ok(aud, len))
+        memcpy(rt->audience, aud, len + 1);
+    else {
+        snprintf(err, errlen, "app.routes(): route %s %s has auth = bearer but no valid audience",
+                 rt->method, rt->path);
+        rc = -1;
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
 /* Reads the route table at the top of L into rt. */
 static int read_route(lua_State *L, struct routes_route *rt, char *err, size_t errlen)
 {
@@ -74,7 +108,7 @@ static int read_route(lua_State *L, struct routes_route *rt, char *err, size_t e
         rc = 0;
     }
     lua_pop(L, 5);
-    return rc;
+    return rc < 0 ? rc : read_audience(L, rt, err, errlen);
 }
 
 /* Reads the array at t[field] (t at the top of L): each element through `each`. */

@@ -18,11 +18,15 @@ enum routes_cors {
 };
 
 enum routes_auth {
-    ROUTES_AUTH_SESSION,    /* a session cookie is required */
-    ROUTES_AUTH_OPTIONAL,   /* a session cookie is read when present */
-    ROUTES_AUTH_NONE,       /* nothing is read */
-    ROUTES_AUTH_BEARER      /* an Authorization: Bearer token, checked by the handler */
+    ROUTES_AUTH_SESSION,  /* a session cookie is required */
+    ROUTES_AUTH_OPTIONAL, /* a session cookie is read when present */
+    ROUTES_AUTH_NONE,     /* nothing is read */
+    ROUTES_AUTH_BEARER    /* an Authorization: Bearer token for the route's audience */
 };
+
+/* A bearer route's token audience: printable ASCII but '"' and backslash, at most this long
+   (it is also the realm of the WWW-Authenticate challenge, a quoted string). */
+#define ROUTES_AUDIENCE_MAX 128
 
 struct routes_route {
     char method[8];
@@ -33,6 +37,7 @@ struct routes_route {
     int raw_body;           /* a gzip body reaches Lua as sent (the route inflates it) */
     enum routes_cors cors;
     enum routes_auth auth;
+    char audience[ROUTES_AUDIENCE_MAX + 1]; /* bearer: the aud its tokens carry; else "" */
 };
 
 struct routes_table {

@@ -19,13 +19,22 @@ local host, type, ipairs, xpcall, tostring, tointeger = host, type, ipairs, xpca
 local config = host.config
 
 -- "bearer": the handler authenticates an `Authorization: Bearer` token and no cookie is
--- read, so such a route may be called cross-origin from anywhere (cors = "public").
+-- read, so such a route may be called cross-origin from anywhere (cors = "public"). Such a
+-- route names its tokens' `audience`: C refuses a token for another one before the body
+-- is read, and the audience is the realm of the 401's WWW-Authenticate (core/routes.c).
 local AUTH_MODES = { none = true, session = true, optional = true, bearer = true }
 -- "listed": only config.cors_origins; "public": any origin, never with credentials.
 local CORS_POLICIES = { listed = true, public = true }
 local COOKIELESS = { none = true, bearer = true }
 local STATE_CHANGING = { POST = true, PUT = true, PATCH = true, DELETE = true }
 local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true }
+-- What core/routes.c takes as an audience: printable ASCII but '"' and '\' (it goes into a
+-- quoted string), 1 to 128 characters.
+local AUDIENCE_MAX = 128
+local function audience_ok(aud)
+  return type(aud) == "string" and #aud >= 1 and #aud <= AUDIENCE_MAX
+    and not aud:find('[^!-~]') and not aud:find('["\\]')
+end
 
 local routes            -- the router, built by init()
 local cleanups = {}     -- {name, fn}
@@ -45,6 +54,14 @@ local function check_route(file, i, r)
   end
   if r.raw_body ~= nil and type(r.raw_body) ~= "boolean" then
     error(where .. ": raw_body must be true or false", 0)
+  end
+  if r.auth == "bearer" then
+    if not audience_ok(r.audience) then
+      error(where .. ': auth = "bearer" needs an audience (the aud of its tokens): 1 to 128 '
+        .. "printable ASCII characters, no space, quote or backslash", 0)
+    end
+  elseif r.audience ~= nil then
+    error(where .. ': audience is for auth = "bearer" routes only', 0)
   end
   r.cors = r.cors or "listed"
   if not CORS_POLICIES[r.cors] then error(where .. ": cors must be listed or public", 0) end
@@ -176,7 +193,7 @@ function _M.routes()
   local list = {}
   for i, r in ipairs(routes:list()) do
     list[i] = { method = r.method, path = r.path, body_limit = r.body_limit, cors = r.cors, auth = r.auth,
-                raw_body = r.raw_body == true }
+                raw_body = r.raw_body == true, audience = r.audience }
   end
   return { routes = list, cors_origins = config.cors_origins }
 end

@@ -6,8 +6,12 @@
 -- search texts a sync left pending are indexed (lua/title_search.lua).
 --
 -- The token is a JWT (HS256 with the server secret; sub = user id, jti = uuid, aud =
--- "shelfsync-sync", iat, exp = iat + sync_token_ttl_s) with a row in sync_tokens. The
--- import checks it in C (host.jwt.verify_hs256: alg, MAC, exp, iat, aud), then its row:
+-- AUDIENCE, iat, exp = iat + sync_token_ttl_s) with a row in sync_tokens. AUDIENCE is also
+-- the import route's `audience` (its metadata, below): the C server refuses a token for
+-- another audience before reading the body (doc/ARCHITECTURE.md, "Before the body"), and
+-- it is the realm of every 401's WWW-Authenticate, C's and this file's. Editing it here
+-- changes all of them (tokens issued before then stop working).
+-- The import checks it in C (host.jwt.verify_hs256: alg, MAC, exp, iat, aud), then its row:
 -- unknown jti or another user's -> 401 token_invalid, used -> 401 token_already_used,
 -- the row's expires_at passed -> 401 token_expired (the JWT's exp and the row's expires_at
 -- are the same instant, and either one having passed expires the token). The row is
@@ -40,7 +44,8 @@ local clock_ms = host.clock_ms
 
 local AUDIENCE = "shelfsync-sync"
 local TOKEN_LOCK_CLASS = 0x53594e54     -- "SYNT": token creation, one at a time per user
-local UNAUTHORIZED_HEADERS = { ["WWW-Authenticate"] = 'Bearer realm="shelfsync-sync", error="invalid_token"' }
+-- The same challenge as C's before the body (core/http_server.c, send_refusal).
+local UNAUTHORIZED_HEADERS = { ["WWW-Authenticate"] = format('Bearer realm="%s", error="invalid_token"', AUDIENCE) }
 
 local LIMIT_RULE = validate.compile{ type = "integer", min = 1, max = 100, coerce = true }
 local DEFAULT_HISTORY = 5
@@ -324,7 +329,7 @@ return {
   { method = "POST", path = "/api/sync/token",   auth = "session", handler = create_token },
   -- The extension posts from the Audible page (its Origin); only the token authorises.
   { method = "POST", path = "/api/sync/import",  auth = "bearer",  handler = import,
-    cors = "public", body_limit = config.max_import_bytes },
+    audience = AUDIENCE, cors = "public", body_limit = config.max_import_bytes },
   { method = "GET",  path = "/api/sync/history", auth = "session", handler = history },
   cleanup = cleanup,
 }

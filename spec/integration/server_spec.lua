@@ -364,6 +364,25 @@ describe("shelfsync check", function()
       check('{ method = "POST", path = "/x", auth = "none", body_limit = 0, ' .. handler .. ' }'))
     assert.are.same({ 1, "routes.zz_bad entry 1: cors must be listed or public" },
       check('{ method = "POST", path = "/x", auth = "none", cors = "any", ' .. handler .. ' }'))
+    local no_audience = 'routes.zz_bad entry 1: auth = "bearer" needs an audience (the aud of its tokens): '
+      .. "1 to 128 printable ASCII characters, no space, quote or backslash"
+    assert.are.same({ 1, no_audience },
+      check('{ method = "POST", path = "/x", auth = "bearer", ' .. handler .. ' }'))
+    assert.are.same({ 1, no_audience },
+      check('{ method = "POST", path = "/x", auth = "bearer", audience = "a b", ' .. handler .. ' }'))
+    assert.are.same({ 1, no_audience },
+      check('{ method = "POST", path = "/x", auth = "bearer", audience = "' .. string.rep("a", 129) .. '", ' .. handler .. ' }'))
+    assert.are.same({ 1, 'routes.zz_bad entry 1: audience is for auth = "bearer" routes only' },
+      check('{ method = "POST", path = "/x", auth = "session", audience = "x", ' .. handler .. ' }'))
+  end)
+
+  it("keeps the server from starting when app.routes() hands C a bearer route without an audience", function()
+    local app, n = h.read_file(h.root .. "/lua/app.lua"):gsub(", audience = r%.audience", "")
+    assert(n == 1, "lua/app.lua no longer exports the audience as this spec edits it")
+    local ok, err = pcall(h.start_server, { root = h.temp_root({ ["lua/app.lua"] = app }) })
+    if ok then err:stop() end
+    assert.is_false(ok, "the server started")
+    assert.matches("app.routes(): route POST /api/sync/import has auth = bearer but no valid audience", err, 1, true)
   end)
 
   it("fails with file:line on a broken file, even one nothing requires", function()

@@ -783,3 +783,66 @@ describe("Library sync", function()
     end)
   end)
 end)
+
+-- routes/sync.lua's AUDIENCE is the import route's `audience`: the C server checks a token
+-- against what the route says before reading the body, so an edit there is what both C and
+-- the handler enforce, and the realm of every 401.
+describe("The import route's audience", function()
+  local EDITED = "shelfsync-edited"
+  local srv
+
+  setup(function()
+    local text, n = h.read_file(h.root .. "/routes/sync.lua")
+      :gsub('\nlocal AUDIENCE = "shelfsync%-sync"\n', '\nlocal AUDIENCE = "' .. EDITED .. '"\n')
+    assert(n == 1, "routes/sync.lua no longer defines AUDIENCE as this spec edits it")
+    srv = h.start_server{ root = h.temp_root{ ["routes/sync.lua"] = text } }
+  end)
+  teardown(function() srv:stop() end)
+
+  local function signed_for(aud)
+    local now = os.time()
+    return host.jwt.sign_hs256({ sub = host.crypto.uuid(), jti = host.crypto.uuid(), aud = aud,
+      iat = now, exp = now + 60 }, SECRET)
+  end
+
+  -- The head of an import that waits for 100-continue before sending its body: the server
+  -- answers at once only when it refuses the request before reading the body.
+  local function head(token, length)
+    return "POST /api/sync/import HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      .. "Authorization: Bearer " .. token .. "\r\nContent-Length: " .. length
+      .. "\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+  end
+
+  it("refuses a token for the old audience before the body, with today's 401 under the edited realm", function()
+    local res = h.raw(srv, head(signed_for(AUD), 100000))
+    assert.same({ 401 }, res.statuses, res.text)
+    assert.is_true(res.closed)
+    assert.matches('\r\nWWW%-Authenticate: Bearer realm="shelfsync%-edited", error="invalid_token"\r\n', res.text)
+    assert.is_string(res.json.requestId)
+    assert.same({ error = "token_invalid", code = "token_invalid", message = "this sync token is not valid",
+                  details = {}, requestId = res.json.requestId }, res.json)
+  end)
+
+  it("lets a token for the edited audience past the check before the body", function()
+    local s = h.raw_connect(srv)
+    s:send(head(signed_for(EDITED), 2))
+    local first = s:receive("*l")
+    s:send("{}")
+    local text = s:receive("*a")
+    s:close()
+    assert.equal("HTTP/1.1 100 Continue", first)
+    -- The handler's own check: no such jti, refused with the same realm.
+    assert.matches("HTTP/1.1 401", text, 1, true)
+    assert.matches('WWW-Authenticate: Bearer realm="shelfsync-edited", error="invalid_token"', text, 1, true)
+    assert.matches('"code":"token_invalid"', text, 1, true)
+  end)
+
+  it("signs the tokens it issues for the edited audience, and imports with them", function()
+    local c = h.login(srv, "audience-edited@example.com")
+    local token = token_for(c)
+    assert.equal(EDITED, claims_of(token).aud)
+    local res = import(srv, token, small(2, 140))
+    assert.equal(200, res.status, res.body)
+    assert.equal(2, res.json.imported)
+  end)
+end)
