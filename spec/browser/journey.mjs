@@ -367,15 +367,47 @@ try {
     const literal = (s) => new RegExp(s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
     await page.goto(BASE + '/library');
     await waitCount(page, `${n(owned.length)} titles`);
-    await page.click('.add-asin summary');
-    await page.type('#add-asin', gone.asin.toLowerCase());
-    await page.click('.add-asin button[type=submit]');
+    // Deep in the grid first: the library read again after the add (as when details arrive
+    // during the enrichment) keeps every loaded card and the one on screen where it was.
+    const tiles = () => page.$$eval('.grid .tile', (els) => els.length);
+    for (let i = 0; i < 2; i++) {
+      const before = await tiles();
+      await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
+      await page.waitForFunction((b) => document.querySelectorAll('.grid .tile').length > b, { timeout: 15000 }, before);
+      await page.waitForFunction(() => !document.querySelector('.skeleton, .more button[disabled]'), { timeout: 15000 });
+    }
+    const loaded = await tiles();
+    const href = await page.$eval('.grid .tile:nth-child(100)', (e) => { e.scrollIntoView(); window.scrollBy(0, -200); return e.querySelector('a').getAttribute('href'); });
+    const card = `.grid .tile-link[href="${href}"]`;
+    const top = () => page.$eval(card, (e) => e.closest('.tile').getBoundingClientRect().top);
+    await new Promise((r) => setTimeout(r, 200));
+    const at = await top();
+    // The fewest cards the grid shows from here on (an observer on the grid).
+    await page.evaluate(() => {
+      window.fewestTiles = document.querySelectorAll('.grid .tile').length;
+      new MutationObserver(() => {
+        window.fewestTiles = Math.min(window.fewestTiles, document.querySelectorAll('.grid .tile').length);
+      }).observe(document.querySelector('main'), { childList: true, subtree: true });
+    });
+    // The form is used without scrolling to it (element clicks and an input event).
+    await page.$eval('.add-asin summary', (e) => e.click());
+    await page.$eval('#add-asin', (e, v) => { e.value = v; e.dispatchEvent(new Event('input', { bubbles: true })); }, gone.asin.toLowerCase());
+    await page.$eval('.add-asin form', (e) => e.requestSubmit());
     await waitText(page, '.asin-preview .row-title', literal(gone.title));
-    await page.click('.asin-preview button');
+    await page.$eval('.asin-preview button', (e) => e.click());
     await waitText(page, '.add-asin .success', /^Added “/);
     await waitCount(page, `${n(owned.length + 1)} titles`);
+    await page.waitForFunction((c, t) => {
+      const e = document.querySelector(c);
+      return e && Math.abs(e.closest('.tile').getBoundingClientRect().top - t) < 2;
+    }, { timeout: 15000 }, card, at).catch(async () => {
+      throw new Failure(`after the add the card is at ${await top().catch(() => 'nowhere')} px, not ${at}, with ${await tiles()} cards of ${loaded}`);
+    });
+    equal(await tiles(), loaded, 'as many cards loaded after the library was read again');
+    equal(await page.evaluate(() => window.fewestTiles), loaded, 'the grid never fell back to its first page meanwhile');
     const entry = await api(page, '/api/library/' + gone.asin);
     equal([entry.source, entry.hidden], ['MANUAL', false], 'the entry');
+    await page.evaluate(() => window.scrollTo(0, 0));
     // No provider is configured here: a title the catalog lacks is a 503 the page shows in place.
     await page.$eval('#add-asin', (e) => e.select());
     await page.type('#add-asin', 'B000000000');

@@ -169,18 +169,23 @@ export default function Library({ query, me }) {
   useEffect(() => { setTitle(wishlist ? 'Wishlist' : 'Library'); }, [wishlist]);
 
   // First page of every new view; coming back to a view with a saved place (Back, Forward,
-  // reload), as many entries as were loaded there.
+  // reload), as many entries as were loaded there. The same view read again (details arrived
+  // while the enrichment runs, a title added) keeps what the listener sees: as many entries
+  // as are loaded, and the card on screen where it is.
   useEffect(() => {
     const mine = ++seq.current;
-    const saved = readKey.current !== key && history.state && history.state.library;
+    const again = readKey.current === key;
+    const saved = !again && history.state && history.state.library;
     const back = saved && saved.key === key ? saved : null;
+    const count = again ? pageRef.current.items.length : back ? back.count : PAGE;
     readKey.current = key;
     setLoading(true);
     setError(null);
-    performance.mark('library:query');
-    readFirst(api, back ? back.count : PAGE).then((r) => {
+    if (!again) performance.mark('library:query');
+    readFirst(api, count).then((r) => {
       if (mine !== seq.current) return;
-      restore.current = back;
+      // (the place taken now, not when the read left: the listener may have scrolled since)
+      restore.current = again ? { key, y: window.scrollY, ...anchor() } : back;
       setPage({ key, ...r });
       setLoading(false);
     }, (e) => { if (mine === seq.current) { setError(e); setLoading(false); } });
