@@ -286,6 +286,13 @@ try {
           if (a.y < row.y - 0.5 || a.y + a.h > row.y + row.h + 0.5) hits.push(`${a.name} outside its tier row`);
         }
         check(hits.length === 0, `${w} ${theme}: overlaps: ${[...new Set(hits)].slice(0, 6).join('; ')}`);
+        // The tray's heading is one word on one line (a range over its text gives one box per line).
+        const lines = await page.$eval('.tray-label h2', (e) => {
+          const r = document.createRange();
+          r.selectNodeContents(e);
+          return new Set([...r.getClientRects()].map((b) => Math.round(b.top))).size;
+        });
+        equal(lines, 1, `${w} ${theme}: "Unranked" on one line`);
         await page.screenshot({ path: join(SHOTS, `tierlist-moves-${w}-${theme}.png`), fullPage: true });
       }
     }
