@@ -545,6 +545,16 @@ static PGresult *run_statement(struct pg_conn *c, const char *sql, int nparams,
     }
 }
 
+/* True (e filled) when c's transaction was lost and not yet rolled back: nothing runs then. */
+static int refused_while_lost(const struct pg_conn *c, struct pg_error *e)
+{
+    if (!c->tx_lost)
+        return 0;
+    pg_err_set(e, PG_KIND_CONNECTION, "08006",
+               "database connection lost inside a transaction; roll it back first");
+    return 1;
+}
+
 /* lose_tx with the cause e already says (a deadline passed, the connection broke). */
 static void lose_tx_from(struct pg_conn *c, struct pg_error *e)
 {
@@ -584,11 +594,8 @@ PGresult *pg_execp(struct pg_conn *c, const char *sql, int nparams, const char *
     int retried = 0;
 
     pg_drain(c);
-    if (c->tx_lost && !(flags & EXEC_IGNORE_LOST)) {
-        pg_err_set(e, PG_KIND_CONNECTION, "08006",
-                "database connection lost inside a transaction; roll it back first");
+    if (!(flags & EXEC_IGNORE_LOST) && refused_while_lost(c, e))
         return NULL;
-    }
     for (;;) {
         int was_in_tx = c->in_tx, broken;
         PGresult *res;
@@ -633,11 +640,8 @@ int pg_sendp(struct pg_conn *c, const char *sql, int nparams, const char *const 
              const int *lengths, const int *formats, struct pg_error *e)
 {
     pg_drain(c);
-    if (c->tx_lost) {
-        pg_err_set(e, PG_KIND_CONNECTION, "08006",
-                   "database connection lost inside a transaction; roll it back first");
+    if (refused_while_lost(c, e))
         return -1;
-    }
     if (c->conn == NULL || !c->in_tx) {
         pg_err_set(e, PG_KIND_QUERY, "25P01", "a statement sent ahead needs an open transaction");
         return -1;

@@ -228,32 +228,32 @@ static void add_new_value(luaL_Buffer *B, const struct upsert *u, int pos)
 }
 
 /*
-** spec.rows: a list of row tables (left on the stack; one statement), or a function with
-** spec.count and spec.chunk (see pg_l_upsert). Misuse raises.
+** spec.rows (left on the stack): a list of row tables, or a function with spec.count;
+** spec.chunk, rows per statement (required with a function; with a list, the whole list
+** when absent). More than one statement needs an open transaction (see pg_l_upsert).
+** Misuse raises.
 */
 static void parse_rows(lua_State *L, const struct pg_conn *c, struct upsert *u)
 {
     int t = lua_getfield(L, 1, "rows");
     u->rows = lua_gettop(L);
-    if (t == LUA_TTABLE) {
-        u->count = (lua_Integer)lua_rawlen(L, -1);
-        u->chunk = u->count;
-        return;
-    }
-    if (t != LUA_TFUNCTION)
+    if (t != LUA_TTABLE && t != LUA_TFUNCTION)
         luaL_error(L, "upsert: spec.rows must be a list of row tables or a function");
-    u->rows_is_fn = 1;
+    u->rows_is_fn = t == LUA_TFUNCTION;
     lua_getfield(L, 1, "count");
-    u->count = lua_tointeger(L, -1);
-    if (!lua_isinteger(L, -1) || u->count < 0)
+    u->count = u->rows_is_fn ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, u->rows);
+    if (u->rows_is_fn && (!lua_isinteger(L, -1) || u->count < 0))
         luaL_error(L, "upsert: spec.count must be a non-negative integer with a rows function");
-    lua_getfield(L, 1, "chunk");
-    u->chunk = lua_tointeger(L, -1);
-    if (!lua_isinteger(L, -1) || u->chunk < 1)
-        luaL_error(L, "upsert: spec.chunk must be a positive integer with a rows function");
+    if (lua_getfield(L, 1, "chunk") == LUA_TNIL && !u->rows_is_fn) {
+        u->chunk = u->count > 0 ? u->count : 1;
+    } else {
+        u->chunk = lua_tointeger(L, -1);
+        if (!lua_isinteger(L, -1) || u->chunk < 1)
+            luaL_error(L, "upsert: spec.chunk must be a positive integer");
+    }
     lua_pop(L, 2);
-    if (!c->in_tx)
-        luaL_error(L, "upsert: a rows function needs an open transaction (one statement a chunk)");
+    if ((u->rows_is_fn || u->count > u->chunk) && !c->in_tx)
+        luaL_error(L, "upsert: rows in chunks need an open transaction (one statement a chunk)");
 }
 
 /* Parses the spec at stack index 1 into u (misuse raises). */
@@ -929,10 +929,18 @@ static int chunk_prepare(lua_State *L, const struct upsert *u, struct batch *b, 
 {
     int top = lua_gettop(L);
 
-    lua_pushvalue(L, u->rows);
-    lua_pushinteger(L, first + 1);
-    lua_pushinteger(L, first + n);
-    lua_call(L, 2, 1);
+    if (u->rows_is_fn) {
+        lua_pushvalue(L, u->rows);
+        lua_pushinteger(L, first + 1);
+        lua_pushinteger(L, first + n);
+        lua_call(L, 2, 1);
+    } else { /* a slice of the list */
+        lua_createtable(L, (int)n, 0);
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_rawgeti(L, u->rows, first + i);
+            lua_rawseti(L, -2, i);
+        }
+    }
     if (!lua_istable(L, -1) || (lua_Integer)lua_rawlen(L, -1) != n)
         luaL_error(L, "upsert: spec.rows(%d, %d) must return a list of %d row tables",
                    (int)(first + 1), (int)(first + n), (int)n);
@@ -1015,11 +1023,12 @@ drain:
 ** order (see upsert_dedupe). Rows the statement left alone get their
 ** returning columns from a second statement.
 **
-** Or in chunks, inside a transaction: rows = function(first, last) -> the list
-** of rows first..last, with count = the number of rows and chunk = rows per
-** statement. The function is called for one chunk while the statement of the
-** one before runs (upsert_chunks), in order; its chunks must be in key order
-** with no key in two of them and no NULL in a key (checked: misuse raises).
+** Or in chunks, inside a transaction: chunk = rows per statement, with rows a
+** list, or rows = function(first, last) -> the list of rows first..last and
+** count = the number of rows. The next chunk is built (the function called, the
+** rows encoded) while the statement of the one before runs (upsert_chunks); the
+** chunks must be in key order with no key in two of them and no NULL in a key
+** (checked: misuse raises).
 **
 ** results[i] answers row i: {<returning columns, default id>, inserted =
 ** true when the row was created, changed = true when it was created or
@@ -1046,8 +1055,8 @@ int pg_l_upsert(lua_State *L)
         return 1;
     push_upsert_sql(L, &u);
     sql = lua_gettop(L);
-    rc = u.rows_is_fn ? upsert_chunks(L, c, &u, sql, results, mt, &e)
-                      : upsert_list(L, c, &u, sql, results, mt, &e);
+    rc = u.count > u.chunk || u.rows_is_fn ? upsert_chunks(L, c, &u, sql, results, mt, &e)
+                                           : upsert_list(L, c, &u, sql, results, mt, &e);
     if (rc < 0) {
         if (e.kind == PG_KIND_QUERY && strncmp(e.sqlstate, "42", 2) == 0)
             schema_forget_table(c, u.table); /* the schema may have changed under the cache */

@@ -3,8 +3,10 @@
 --   handle(req)   one request -> one response table (see doc/ARCHITECTURE.md)
 --   cleanup()     periodic housekeeping: every route file's `cleanup` function
 --   routes()      what C needs to know of each route before its body arrives (below)
---   enrich_claim(n, owner), enrich_done(results), enrich_release(asins, delay_ms, owner),
---   enrich_tidy() the metadata fetcher's calls (core/enrich.c), see lua/enrichment.lua
+--   enrich_claim(n, owner), enrich_done(results), enrich_release(asins, delay_ms, owner)
+--                 the metadata fetcher's calls (core/enrich.c), see lua/enrichment.lua
+--   enrich_tidy() the fetcher's call once no sync of its process runs: the search index's
+--                 pending list merged (lua/title_search.lua, merge)
 --   after_response()  the worker's call once a request's answer is sent (lua/after_response.lua)
 local _M = {}
 
@@ -211,7 +213,7 @@ function _M.enrich_release(asins, delay_ms, owner)
 end
 
 function _M.enrich_tidy()
-  return require("enrichment").tidy()
+  return require("title_search").merge()
 end
 
 function _M.after_response()

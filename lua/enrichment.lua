@@ -6,8 +6,6 @@
 --   done(results)                   -> {outcome, ...}: results[i] = {asin, status, body,
 --                                      error, retry_after, ms} of finished fetches
 --   release(asins, delay_ms, owner) -> hands leased titles back, due after delay_ms
---   tidy()                          after a sync of its process ended: merges the search
---                                   index's pending list (sql/008), off the request path
 -- Request handlers call:
 --   due(n)                          for a sync's catalog read: SQL of "metadata due" ($n), $n
 --   enqueue(user_id, asins)         after a sync's answer (its own statement, never raises)
@@ -184,13 +182,6 @@ function _M.claim(n, owner)
     out[i] = { asin = r.asin, url = provider.url(base, r.asin, r.region) }
   end
   return out
-end
-
--- The trigram index takes new search texts into its pending list (sql/008, 009), its
--- enrichment updates included: merging it here, on the fetcher's connection once no sync of
--- this process runs, keeps searches fast and the next insert from merging it inline.
-function _M.tidy()
-  return require("title_search").merge()
 end
 
 function _M.release(asins, delay_ms, owner)

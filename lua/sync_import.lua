@@ -27,9 +27,10 @@
 --      inserted in ASIN order, 1,000 a statement, each chunk built while the database writes
 --      the one before (ON CONFLICT DO NOTHING: a row another sync inserted meanwhile joins
 --      the fills); their search rows wait in title_search_pending (sql/009) and are indexed
---      once the answer is sent (lua/title_search.lua). Rows to fill are then locked in ASIN order (two syncs with overlapping
---      titles never deadlock) and read again, so a value written meanwhile (another sync,
---      the enrichment) is never overwritten; the batched upsert writes only the fills
+--      once the answer is sent (lua/title_search.lua). Rows to fill are then locked in ASIN
+--      order (two syncs with overlapping titles never deadlock) and read again, so a value
+--      written meanwhile (another sync, the enrichment) is never overwritten; the batched
+--      upsert writes only the fills
 --      (keep_on_null keeps the rest). Name lists (authors, narrators, ...) not filled are left
 --      out of the update list: their columns are NOT NULL, so "keep" cannot be a NULL
 --      there. Rows are grouped by which lists they fill (usually one statement);
@@ -410,25 +411,6 @@ local WRITE_CHUNK = 5000
 -- database inserts the one before (bench/RESULTS.md, issue 16: pipelined inserts).
 local NEW_CHUNK = 1000
 
--- db.upsert over rows[1..n] in chunks of WRITE_CHUNK; returns the answers as one list.
-local function upsert_chunked(spec, rows, n)
-  if n <= WRITE_CHUNK then
-    spec.rows = rows
-    return db.upsert(spec)
-  end
-  local all = {}
-  for first = 1, n, WRITE_CHUNK do
-    local last = first + WRITE_CHUNK - 1
-    if last > n then last = n end
-    local part = {}
-    for i = first, last do part[i - first + 1] = rows[i] end
-    spec.rows = part
-    local res = db.upsert(spec)
-    for i = 1, #res do all[first + i - 1] = res[i] end
-  end
-  return all
-end
-
 -- Entries the user never had: a plain INSERT, one array per column. The stored read ran
 -- under the sync's advisory lock, which every path that adds a user's entries takes (the
 -- manual add of routes/library.lua too), so none of these rows can exist: no ON CONFLICT
@@ -614,10 +596,10 @@ local function fill(prep, positions, n)
   for um = 0, ARRAYS_MASK do
     local g = groups[um]
     if g then
-      local res = upsert_chunked({ table = "title_catalog", key = { "asin" },
-                                   columns = CATALOG_COLUMNS, update = UPDATE_FOR[um],
-                                   keep_on_null = KEEP_ON_NULL, only_changed = true,
-                                   returning = ID_ONLY }, g, #g)
+      local res = db.upsert({ table = "title_catalog", key = { "asin" }, columns = CATALOG_COLUMNS,
+                              update = UPDATE_FOR[um], keep_on_null = KEEP_ON_NULL,
+                              only_changed = true, returning = ID_ONLY, rows = g,
+                              chunk = WRITE_CHUNK })
       for i = 1, #g do
         if res[i].changed then changed = changed + 1 end
       end

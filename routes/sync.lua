@@ -209,11 +209,11 @@ local function do_import(ctx, claims)
   local t1, prep, decoder = prepare(ctx)
   local t2 = clock_ms()
   local r = sync_import.run(claims.sub, claims.jti, prep)
-  -- (queue 0: the enrichment's queue is filled after the answer, and logs its own line,
-  -- "sync <id>: N titles queued ...; ms: queue M"; the phases keep their place for readers)
+  -- (the enrichment's queue is filled after the answer and logs its own line, "sync <id>:
+  -- N titles queued ...; ms: queue M")
   host.log("info", format("sync import %s: user %s, %d titles (%d new to the catalog, %d " ..
     "rewritten, %d skipped, %d removed from the library); ms: decode %d (%s), validate %d, " ..
-    "catalog %d, library %d, queue 0, total %d", r.sync_id, claims.sub, r.imported,
+    "catalog %d, library %d, total %d", r.sync_id, claims.sub, r.imported,
     r.new_to_catalog, r.changed, prep.invalid, r.removed, t1 - t0, decoder, t2 - t1, r.catalog_ms,
     r.library_ms, clock_ms() - t0))
   return {

@@ -549,6 +549,22 @@ describe("host.pg.upsert with a rows function", function()
     assert.is_true(res[1499].inserted and res[1501].inserted)
   end)
 
+  it("takes a list in chunks too: the same answers, in key order or refused", function()
+    db.upsert(catalog_spec(rows_of(2, 2)))
+    local res = db.tx(function() return db.upsert(catalog_spec(rows_of(1, 7), { chunk = 3 })) end)
+    assert.equal("ic--" .. string.rep("ic", 5), flags(res))
+    for i = 1, 7 do
+      assert.equal(db.one("SELECT id FROM title_catalog WHERE asin = $1", asin(i)).id, res[i].id)
+    end
+    local rows = rows_of(11, 16)
+    rows[1], rows[6] = rows[6], rows[1]
+    local ok, err = pcall(db.tx, function() db.upsert(catalog_spec(rows, { chunk = 3 })) end)
+    assert.is_false(ok)
+    assert.matches("chunks in key order", tostring(err))
+    -- a list that fits one chunk needs no transaction: one statement
+    assert.equal(2, #db.upsert(catalog_spec(rows_of(21, 22), { chunk = 5 })))
+  end)
+
   it("answers an empty count without calling the function", function()
     local spec, calls = chunked({}, 10)
     assert.same({}, db.tx(function() return db.upsert(spec) end))
@@ -558,7 +574,7 @@ describe("host.pg.upsert with a rows function", function()
   it("needs an open transaction, a count and a chunk size (misuse raises)", function()
     local spec = chunked(rows_of(1, 3), 2)
     assert.has_error(function() host.pg.upsert(spec) end,
-      "upsert: a rows function needs an open transaction (one statement a chunk)")
+      "upsert: rows in chunks need an open transaction (one statement a chunk)")
     db.tx(function()
       spec.chunk = 0
       assert.has_error(function() host.pg.upsert(spec) end)
