@@ -150,13 +150,14 @@ export default function Library({ query, me }) {
   const readKey = useRef(null);      // the view the first-page effect last read
   const restore = useRef(null);      // a saved place to scroll back to, once its entries are drawn
   const search = query.toString();
+  // Where the listener is in this view: how many entries, and the card on screen at its height.
+  const place = () => ({ key, count: pageRef.current.items.length, y: window.scrollY, ...anchor() });
   // This view's place, written into its history entry (guarded: the URL may already be another's).
   const save = useRef(null);
   save.current = () => {
-    const cur = pageRef.current;
-    if (cur.key !== key || restore.current || location.pathname !== '/library' ||
+    if (pageRef.current.key !== key || restore.current || location.pathname !== '/library' ||
         new URLSearchParams(location.search).toString() !== search) return;
-    history.replaceState({ ...history.state, library: { key, count: cur.items.length, y: window.scrollY, ...anchor() } }, '');
+    history.replaceState({ ...history.state, library: place() }, '');
   };
 
   // Any change but the search text is a new history entry; typing replaces the current one.
@@ -185,7 +186,7 @@ export default function Library({ query, me }) {
     readFirst(api, count).then((r) => {
       if (mine !== seq.current) return;
       // (the place taken now, not when the read left: the listener may have scrolled since)
-      restore.current = again ? { key, y: window.scrollY, ...anchor() } : back;
+      restore.current = again ? place() : back;
       setPage({ key, ...r });
       setLoading(false);
     }, (e) => { if (mine === seq.current) { setError(e); setLoading(false); } });
